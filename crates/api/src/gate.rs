@@ -1,0 +1,219 @@
+//! What every `/api/v1` request passes through: authentication, the rate
+//! limit, then, after the handler, the request log. One middleware, because
+//! the log needs the caller the authentication found.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use lambda_access::{
+    client_ip, mask_headers, mask_secrets, Authenticator, Principal, RateKey, RateLimiter,
+    RouteClass, TrustedProxies,
+};
+use lambda_core::{Caller, LogBatcher};
+use lambda_runtime::Language;
+use lambda_store::{ErrorLog, RequestLog};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ErrorInfo};
+use crate::state::AppState;
+
+/// What the execute handler tells the request log.
+#[derive(Debug, Clone)]
+pub struct ExecuteLog {
+    pub session_id: String,
+    pub language_title: Option<String>,
+    pub cached: bool,
+    pub params: Option<Value>,
+}
+
+pub struct Gate {
+    pub authenticator: Authenticator,
+    pub rate_limiter: RateLimiter,
+    pub trusted_proxies: TrustedProxies,
+    pub batcher: LogBatcher,
+}
+
+/// A verified principal as core's caller.
+fn caller_for(principal: &Principal, auth_enabled: bool) -> Caller {
+    if !auth_enabled {
+        return Caller::anonymous();
+    }
+    let scopes = &principal.scopes;
+    Caller {
+        subject: Some(principal.subject.clone()),
+        execute_languages: Language::ALL
+            .into_iter()
+            .filter(|language| scopes.allows_execute(language.as_str()))
+            .collect(),
+        may_read_functions: scopes.allows_read_functions(),
+        may_write_functions: scopes.allows_write_functions(),
+        admin: scopes.is_admin(),
+    }
+}
+
+fn route_class(method: &Method, route: &str) -> RouteClass {
+    if route.starts_with("/api/v1/execute") && method == Method::POST {
+        RouteClass::Execute
+    } else if route.starts_with("/api/v1/functions") {
+        RouteClass::Functions
+    } else if route == "/api/v1/openapi.json" {
+        RouteClass::Health
+    } else {
+        RouteClass::Other
+    }
+}
+
+pub async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let gate = state.gate.clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| request.uri().path().to_string());
+    let method = request.method().clone();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
+        .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok());
+    let client = client_ip(peer, forwarded, &gate.trusted_proxies);
+    let logged_headers = if gate.batcher.logs_requests() {
+        Some(mask_headers(request.headers()))
+    } else {
+        None
+    };
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| value.to_str().map_err(|_| ()));
+
+    let principal = match authorization {
+        Some(Err(())) => Err(ApiError::unauthorized("the Authorization header is not valid text")),
+        Some(Ok(value)) => gate.authenticator.verify(Some(value)).map_err(|error| {
+            ApiError::unauthorized(error.message()).with_header(header::WWW_AUTHENTICATE, error.www_authenticate())
+        }),
+        None => gate.authenticator.verify(None).map_err(|error| {
+            ApiError::unauthorized(error.message()).with_header(header::WWW_AUTHENTICATE, error.www_authenticate())
+        }),
+    };
+
+    let mut subject = None;
+    let response = match principal {
+        Err(error) => error.into_response(),
+        Ok(principal) => {
+            subject = (!principal.is_anonymous()).then(|| principal.subject.clone());
+            let class = route_class(&method, &route);
+            let decision = gate
+                .rate_limiter
+                .check(class, &RateKey::for_request(&principal, client), Instant::now());
+            if decision.allowed {
+                request
+                    .extensions_mut()
+                    .insert(caller_for(&principal, gate.authenticator.is_enabled()));
+                let mut response = next.run(request).await;
+                if class != RouteClass::Health {
+                    decision.apply_headers(response.headers_mut());
+                }
+                response
+            } else {
+                let retry_after = decision.retry_after.map(|wait| wait.as_secs().max(1)).unwrap_or(1);
+                let mut response = ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    format!("rate limit exceeded; retry after {retry_after} s"),
+                )
+                .into_response();
+                decision.apply_headers(response.headers_mut());
+                response
+            }
+        }
+    };
+
+    if let Some(log) = request_log(&route, client, subject, logged_headers, started, &response) {
+        gate.batcher.log_request(log).await;
+    }
+    response
+}
+
+/// Every execute and every error becomes a request log row.
+fn request_log(
+    route: &str,
+    client: IpAddr,
+    subject: Option<String>,
+    headers: Option<Value>,
+    started: Instant,
+    response: &Response,
+) -> Option<RequestLog> {
+    // Headers are only captured when request logging is on.
+    headers.as_ref()?;
+    let execute = response.extensions().get::<ExecuteLog>();
+    let error = response.extensions().get::<ErrorInfo>();
+    if execute.is_none() && error.is_none() {
+        return None;
+    }
+    let id = Uuid::new_v4();
+    let request_payload = execute.and_then(|log| log.params.clone()).map(|mut params| {
+        mask_secrets(&mut params);
+        json!({ "params": params })
+    });
+    let error_log = error.map(|info| ErrorLog {
+        id: Uuid::new_v4(),
+        error_code: info.code.to_string(),
+        error_message: info.message.clone(),
+        stack_trace: info.stack_trace.clone(),
+        context: Some(json!({ "route": route })),
+    });
+    Some(RequestLog {
+        id,
+        request_id: execute.map(|log| log.session_id.clone()).unwrap_or_default(),
+        language_title: execute
+            .and_then(|log| log.language_title.clone())
+            .unwrap_or_default(),
+        timestamp: Utc::now(),
+        client_ip: Some(client.to_string()),
+        user_id: subject,
+        request_headers: headers,
+        request_payload,
+        response_payload: None,
+        status_code: i32::from(response.status().as_u16()),
+        duration_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
+        cached: execute.map(|log| log.cached).unwrap_or(false),
+        error_details: error.map(|info| json!({"code": info.code, "message": info.message})),
+        runtime_metrics: Some(json!({ "route": route })),
+        error: error_log,
+    })
+}
+
+/// Request counts and latency by route and status, for every route.
+pub async fn track_http(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("route", route), ("method", method), ("status", status)];
+    metrics::counter!("lambda_http_requests_total", &labels).increment(1);
+    metrics::histogram!("lambda_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Any path we do not serve: the API's 404 shape rather than an empty body.
+pub async fn not_found() -> Response {
+    ApiError::new(axum::http::StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint").into_response()
+}

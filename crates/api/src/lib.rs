@@ -1,0 +1,120 @@
+//! The HTTP layer: routing, the request gate (auth, rate limits, request
+//! logs), errors, OpenAPI and the metrics endpoint.
+//!
+//! Handlers only translate between HTTP and `lambda-core`; every error
+//! becomes a status and code in one place ([`error`]).
+//!
+//! Invariant: nothing here decides how a session runs; nothing below this
+//! crate knows about HTTP.
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::routing::{get, post};
+use axum::{middleware, Router};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::OpenApi;
+
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod gate;
+mod routes;
+pub mod state;
+
+pub use error::ApiError;
+pub use gate::Gate;
+pub use routes::system::metrics as metrics_handler;
+pub use state::AppState;
+
+/// Room for the JSON around a script of `MAX_SCRIPT_SIZE`, so the precise
+/// check (naming the script's size) is the one that answers.
+const BODY_OVERHEAD: usize = 64 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Lambda Microservice", description = "Run Node.js, Python, Rust and WebAssembly functions, fast and sandboxed."),
+    paths(
+        routes::sessions::initialize,
+        routes::sessions::execute,
+        routes::sessions::get_session,
+        routes::sessions::delete_session,
+        routes::functions::list,
+        routes::functions::detail,
+        routes::functions::register,
+        routes::functions::update,
+        routes::functions::retire,
+        routes::system::health,
+        routes::system::metrics,
+        routes::system::openapi,
+    ),
+    components(schemas(dto::ErrorBody, dto::ErrorDetail)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("language-title"),
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-cache-control"),
+        ])
+        .max_age(std::time::Duration::from_secs(86400))
+}
+
+/// The whole service's router.
+pub fn app(state: AppState) -> Router {
+    use routes::{functions, sessions, system};
+    let script_limit = DefaultBodyLimit::max(state.config.max_script_size + BODY_OVERHEAD);
+    let params_limit = DefaultBodyLimit::max(state.config.max_params_size);
+    let api = Router::new()
+        .route("/api/v1/initialize", post(sessions::initialize).layer(script_limit))
+        .route("/api/v1/execute/{request_id}", post(sessions::execute).layer(params_limit))
+        .route(
+            "/api/v1/sessions/{request_id}",
+            get(sessions::get_session).delete(sessions::delete_session),
+        )
+        .route(
+            "/api/v1/functions",
+            get(functions::list).post(functions::register).layer(script_limit),
+        )
+        .route(
+            "/api/v1/functions/{language_title}",
+            get(functions::detail)
+                .put(functions::update)
+                .delete(functions::retire)
+                .layer(script_limit),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), gate::gate));
+    Router::new()
+        .merge(api)
+        .route("/health", get(system::health))
+        .route("/metrics", get(system::metrics))
+        .route("/api/v1/openapi.json", get(system::openapi))
+        .fallback(gate::not_found)
+        .layer(middleware::from_fn(gate::track_http))
+        .layer(cors(&state.config.cors_allowed_origins))
+        .with_state(state)
+}

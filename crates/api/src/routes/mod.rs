@@ -1,0 +1,3 @@
+pub mod functions;
+pub mod sessions;
+pub mod system;

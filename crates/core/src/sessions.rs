@@ -1,0 +1,574 @@
+//! Sessions: initialize, execute, read and delete — the execution flow.
+//!
+//! execute: session from the cache (honouring `expires_at`) -> ownership and
+//! scope -> params schema -> result cache -> the language runtime -> counters
+//! to the write-behind batcher. Nothing on this path waits on the database
+//! unless the session is not cached or its revalidation window has passed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use lambda_runtime::{Language, Limits, Output, RuntimeError, Runtimes};
+use lambda_store::{SessionRecord, SessionStatus, Store, StoreError};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::caller::Caller;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::language_title::LanguageTitleParser;
+use crate::log_batcher::LogBatcher;
+use crate::result_cache::{CacheControl, CacheKey, ResultCache};
+use crate::scripts::{self, build_script, compile_params_schema, has_artifacts, params_schema};
+use crate::session_cache::{Cached, LiveSession, SessionCache};
+
+/// The initialize call, as parsed by the API layer.
+#[derive(Debug, Clone, Default)]
+pub struct InitializeRequest {
+    /// The raw `Language-Title` header.
+    pub language_title: String,
+    /// `X-Request-ID`, when the client chose the session id.
+    pub request_id: Option<String>,
+    pub context: Option<Value>,
+    pub script_content: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Initialized {
+    pub request_id: String,
+    pub language_title: String,
+    pub status: SessionStatus,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub script_hash: String,
+    /// Whether a compiled artifact was reused instead of compiling.
+    pub artifact_reused: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecuteRequest {
+    pub params: Value,
+    pub cache: CacheControl,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecuteOutcome {
+    pub request_id: String,
+    pub language_title: String,
+    pub execution_time_ms: u64,
+    pub cached: bool,
+    pub result: Value,
+    pub logs: Vec<String>,
+}
+
+/// What `GET /api/v1/sessions/{id}` shows.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub record: SessionRecord,
+    /// `expired` when `expires_at` passed but the row is not yet deleted.
+    pub status: SessionStatus,
+}
+
+/// Options a session's context carries.
+struct SessionOptions {
+    timeout: Duration,
+    retain_session: bool,
+    compile_options: Value,
+}
+
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    runtimes: Runtimes,
+    parser: LanguageTitleParser,
+    cache: SessionCache,
+    results: ResultCache,
+    batcher: LogBatcher,
+    config: Arc<Config>,
+}
+
+fn valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtimes: Runtimes,
+        parser: LanguageTitleParser,
+        batcher: LogBatcher,
+        config: Arc<Config>,
+    ) -> Self {
+        Sessions {
+            cache: SessionCache::new(config.session_cache_revalidate),
+            results: ResultCache::new(
+                config.result_cache_ttl,
+                config.result_cache_max_entries,
+                config.result_cache_max_bytes,
+            ),
+            store,
+            runtimes,
+            parser,
+            batcher,
+            config,
+        }
+    }
+
+    pub fn parser(&self) -> &LanguageTitleParser {
+        &self.parser
+    }
+
+    fn session_options(&self, context: &Value) -> Result<SessionOptions> {
+        let timeout = match context.get("timeout_ms") {
+            None | Some(Value::Null) => self.config.default_timeout,
+            Some(value) => match value.as_u64() {
+                Some(ms) if ms > 0 => Duration::from_millis(ms).min(self.config.runtime_timeout_cap),
+                _ => {
+                    return Err(Error::InvalidRequest(
+                        "context.timeout_ms must be a positive whole number of milliseconds".into(),
+                    ))
+                }
+            },
+        };
+        let retain_session = match context.get("retain_session") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(retain)) => *retain,
+            Some(_) => {
+                return Err(Error::InvalidRequest("context.retain_session must be true or false".into()))
+            }
+        };
+        let compile_options = match context.get("compile_options") {
+            None | Some(Value::Null) => Value::Null,
+            Some(options @ Value::Object(_)) => options.clone(),
+            Some(_) => {
+                return Err(Error::InvalidRequest("context.compile_options must be an object".into()))
+            }
+        };
+        Ok(SessionOptions {
+            timeout,
+            retain_session,
+            compile_options,
+        })
+    }
+
+    pub async fn initialize(&self, caller: &Caller, request: InitializeRequest) -> Result<Initialized> {
+        let language_title = self.parser.parse(&request.language_title)?;
+        let language = language_title.language;
+        if !caller.may_execute(language) {
+            return Err(Error::Forbidden(format!(
+                "token lacks the scope execute:{language} (or execute:all)"
+            )));
+        }
+        let request_id = match request.request_id {
+            Some(id) if valid_request_id(&id) => id,
+            Some(_) => {
+                return Err(Error::InvalidRequest(
+                    "X-Request-ID must be 1 to 128 characters of A-Z a-z 0-9 - _ . :".into(),
+                ))
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let context = match request.context {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(context @ Value::Object(_)) => context,
+            Some(_) => return Err(Error::InvalidRequest("context must be a JSON object".into())),
+        };
+        let options = self.session_options(&context)?;
+
+        // Either the caller's own script or a registered function's.
+        let mut metadata = Map::new();
+        let (source, compile_options, schema) = match request.script_content {
+            Some(source) => {
+                if source.len() > self.config.max_script_size {
+                    return Err(Error::PayloadTooLarge {
+                        what: "script_content",
+                        size: source.len(),
+                        limit: self.config.max_script_size,
+                    });
+                }
+                if source.trim().is_empty() {
+                    return Err(Error::InvalidRequest("script_content is empty".into()));
+                }
+                (source, options.compile_options.clone(), None)
+            }
+            None => {
+                let canonical = language_title.canonical();
+                let function = self
+                    .store
+                    .get_function(&canonical)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("function '{canonical}' not found")))?;
+                metadata.insert("function".into(), Value::String(function.language_title.clone()));
+                metadata.insert("function_version".into(), Value::String(function.version.clone()));
+                // The session's own compile options win over the function's.
+                let compile_options = if options.compile_options.is_null() {
+                    function.compile_options.clone().unwrap_or(Value::Null)
+                } else {
+                    options.compile_options.clone()
+                };
+                let schema = params_schema(function.schema.as_ref()).cloned();
+                (function.script_content, compile_options, schema)
+            }
+        };
+        let params_validator = match &schema {
+            Some(schema) => Some(compile_params_schema(schema)?),
+            None => None,
+        };
+        if let Some(schema) = schema {
+            metadata.insert("params_schema".into(), schema);
+        }
+        metadata.insert("retain_session".into(), Value::Bool(options.retain_session));
+
+        let runtime = self.runtime_for(language)?;
+        let hash = scripts::script_hash(language, &source, &compile_options);
+        let stored_artifact = if has_artifacts(language) {
+            self.store.find_artifact(&hash).await?
+        } else {
+            None
+        };
+        let artifact_reused = stored_artifact.is_some();
+        let mut script = build_script(
+            language,
+            &source,
+            compile_options.clone(),
+            caller.subject.as_deref(),
+            stored_artifact,
+        );
+        let prepared = runtime.prepare(&script).await;
+
+        let now = Utc::now();
+        let expires_at = now
+            + chrono::Duration::from_std(self.config.session_expiry)
+                .map_err(|error| Error::Internal(format!("session expiry out of range: {error}")))?;
+        let (status, compile_status, compile_error, new_artifact) = match &prepared {
+            Ok(prepared) => (
+                SessionStatus::Active,
+                has_artifacts(language).then(|| "success".to_string()),
+                None,
+                prepared.artifact.clone(),
+            ),
+            Err(RuntimeError::Initialization { message, .. }) => (
+                SessionStatus::Error,
+                Some("error".to_string()),
+                Some(message.clone()),
+                None,
+            ),
+            Err(other) => return Err(Error::Runtime(other.clone())),
+        };
+        let compiled_artifact = new_artifact
+            .clone()
+            .or_else(|| script.artifact.as_ref().map(|artifact| artifact.to_vec()));
+        let record = SessionRecord {
+            request_id: request_id.clone(),
+            language_title: language_title.canonical(),
+            user_id: caller.subject.clone(),
+            created_at: now,
+            expires_at,
+            last_executed_at: None,
+            execution_count: 0,
+            status,
+            context: context.clone(),
+            script_content: source,
+            script_hash: script.hash.clone(),
+            compiled_artifact,
+            compile_options: (!compile_options.is_null()).then_some(compile_options),
+            compile_status,
+            compile_error,
+            metadata: Value::Object(metadata),
+        };
+        self.store.insert_session(&record).await.map_err(|error| match error {
+            StoreError::Conflict { .. } => {
+                Error::Conflict(format!("X-Request-ID '{request_id}' is already taken"))
+            }
+            other => Error::Store(other),
+        })?;
+        if let Err(error) = prepared {
+            return Err(Error::Runtime(error));
+        }
+        if let Some(artifact) = new_artifact {
+            script.artifact = Some(Arc::new(artifact));
+        }
+        self.cache.insert(Arc::new(LiveSession {
+            request_id: request_id.clone(),
+            language_title: record.language_title.clone(),
+            language,
+            user_id: record.user_id.clone(),
+            expires_at,
+            context,
+            script,
+            params_validator,
+            retain_session: options.retain_session,
+            timeout: options.timeout,
+            loaded_at: Instant::now(),
+        }));
+        metrics::counter!("lambda_sessions_created_total", "language" => language.as_str()).increment(1);
+        Ok(Initialized {
+            request_id,
+            language_title: record.language_title,
+            status,
+            created_at: now,
+            expires_at,
+            script_hash: record.script_hash,
+            artifact_reused,
+        })
+    }
+
+    fn runtime_for(&self, language: Language) -> Result<&Arc<dyn lambda_runtime::LanguageRuntime>> {
+        let runtime = self.runtimes.get(language).ok_or_else(|| {
+            Error::Runtime(RuntimeError::Unavailable {
+                language,
+                reason: format!("no {language} runtime is built into this service yet"),
+            })
+        })?;
+        if let lambda_runtime::RuntimeStatus::Unavailable { reason } = runtime.status() {
+            return Err(Error::Runtime(RuntimeError::Unavailable { language, reason }));
+        }
+        Ok(runtime)
+    }
+
+    /// Turns a stored row into a live session, or says why it cannot run.
+    fn live_from_record(&self, record: SessionRecord, now: DateTime<Utc>) -> Result<Arc<LiveSession>> {
+        if record.expires_at <= now {
+            return Err(Error::session_not_found());
+        }
+        match record.status {
+            SessionStatus::Active => {}
+            SessionStatus::Completed => {
+                return Err(Error::NotFound(
+                    "Session not found or expired (it completed: retain_session was false)".into(),
+                ))
+            }
+            SessionStatus::Expired => return Err(Error::session_not_found()),
+            SessionStatus::Error => {
+                return Err(Error::Runtime(RuntimeError::Initialization {
+                    message: record
+                        .compile_error
+                        .unwrap_or_else(|| "the session's script failed to compile".into()),
+                    location: Default::default(),
+                }))
+            }
+        }
+        let language_title = self.parser.parse(&record.language_title)?;
+        let options = self.session_options(&record.context)?;
+        let params_validator = match record.metadata.get("params_schema") {
+            Some(schema) => Some(compile_params_schema(schema)?),
+            None => None,
+        };
+        let retain_session = record
+            .metadata
+            .get("retain_session")
+            .and_then(Value::as_bool)
+            .unwrap_or(options.retain_session);
+        let script = build_script(
+            language_title.language,
+            &record.script_content,
+            record.compile_options.clone().unwrap_or(Value::Null),
+            record.user_id.as_deref(),
+            record.compiled_artifact,
+        );
+        Ok(Arc::new(LiveSession {
+            request_id: record.request_id,
+            language_title: record.language_title,
+            language: language_title.language,
+            user_id: record.user_id,
+            expires_at: record.expires_at,
+            context: record.context,
+            script,
+            params_validator,
+            retain_session,
+            timeout: options.timeout,
+            loaded_at: Instant::now(),
+        }))
+    }
+
+    async fn live_session(&self, request_id: &str, now: DateTime<Utc>) -> Result<Arc<LiveSession>> {
+        match self.cache.get(request_id, now) {
+            Cached::Fresh(session) => Ok(session),
+            Cached::Stale | Cached::Missing => {
+                let Some(record) = self.store.get_session(request_id).await? else {
+                    self.cache.remove(request_id);
+                    return Err(Error::session_not_found());
+                };
+                match self.live_from_record(record, now) {
+                    Ok(session) => {
+                        self.cache.insert(session.clone());
+                        Ok(session)
+                    }
+                    Err(error) => {
+                        self.cache.remove(request_id);
+                        Err(error)
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn execute(&self, caller: &Caller, request_id: &str, request: ExecuteRequest) -> Result<ExecuteOutcome> {
+        let started = Instant::now();
+        let now = Utc::now();
+        let session = self.live_session(request_id, now).await?;
+        // Another subject's session does not exist for this caller.
+        if !caller.owns(session.user_id.as_deref()) {
+            return Err(Error::session_not_found());
+        }
+        if !caller.may_execute(session.language) {
+            return Err(Error::Forbidden(format!(
+                "token lacks the scope execute:{} (or execute:all)",
+                session.language
+            )));
+        }
+        let params = match request.params {
+            Value::Null => Value::Object(Map::new()),
+            params => params,
+        };
+        if let Some(validator) = &session.params_validator {
+            scripts::validate_params(validator, &params)?;
+        }
+        let cache_key = CacheKey::new(
+            session.user_id.as_deref(),
+            &session.script.hash,
+            &params,
+            &session.context,
+        );
+        if let Some(result) = self.results.get(&cache_key, request.cache) {
+            self.count_execution(&session, now).await?;
+            return Ok(ExecuteOutcome {
+                request_id: session.request_id.clone(),
+                language_title: session.language_title.clone(),
+                execution_time_ms: started.elapsed().as_millis() as u64,
+                cached: true,
+                result,
+                logs: Vec::new(),
+            });
+        }
+
+        let runtime = self.runtime_for(session.language)?;
+        let event = serde_json::to_string(&Event {
+            params: &params,
+            context: &session.context,
+            request_id: &session.request_id,
+            language_title: &session.language_title,
+        })
+        .map_err(|error| Error::Internal(format!("cannot serialize the event: {error}")))?;
+        let limits = Limits {
+            timeout: session.timeout,
+            memory_bytes: self.config.workers.memory_bytes,
+            max_result_bytes: self.config.workers.max_result_bytes,
+            max_log_bytes: self.config.workers.max_log_bytes,
+            max_processes: self.config.workers.max_processes,
+        };
+        let run_started = Instant::now();
+        let outcome = runtime.execute(&session.script, &event, &limits).await;
+        let outcome_label = match &outcome {
+            Ok(_) => "ok",
+            Err(error) => Error::Runtime(error.clone()).code(),
+        };
+        metrics::counter!("lambda_executions_total", "language" => session.language.as_str(), "outcome" => outcome_label)
+            .increment(1);
+        metrics::histogram!("lambda_execution_duration_seconds", "language" => session.language.as_str())
+            .record(run_started.elapsed().as_secs_f64());
+        // An execution that ran counts, whatever its outcome.
+        self.count_execution(&session, now).await?;
+        let Output { result, logs } = outcome?;
+        self.results.put(cache_key, &result, request.cache);
+        Ok(ExecuteOutcome {
+            request_id: session.request_id.clone(),
+            language_title: session.language_title.clone(),
+            execution_time_ms: started.elapsed().as_millis() as u64,
+            cached: false,
+            result,
+            logs,
+        })
+    }
+
+    async fn count_execution(&self, session: &LiveSession, at: DateTime<Utc>) -> Result<()> {
+        if session.retain_session {
+            self.batcher.count_execution(&session.request_id, at).await;
+            return Ok(());
+        }
+        // A one-shot session must end now, on every replica: write through.
+        self.cache.remove(&session.request_id);
+        self.store
+            .record_executions(&session.request_id, 1, at, true)
+            .await?;
+        self.runtimes_release(session).await;
+        Ok(())
+    }
+
+    async fn runtimes_release(&self, session: &LiveSession) {
+        if let Some(runtime) = self.runtimes.get(session.language) {
+            runtime.release(&session.script.worker_key).await;
+        }
+    }
+
+    pub async fn get(&self, caller: &Caller, request_id: &str) -> Result<SessionView> {
+        // Counters are written behind; make this replica's pending ones visible.
+        self.batcher.flush().await;
+        let record = self
+            .store
+            .get_session(request_id)
+            .await?
+            .ok_or_else(Error::session_not_found)?;
+        if !caller.owns(record.user_id.as_deref()) {
+            return Err(Error::session_not_found());
+        }
+        // Expired is 404 everywhere, even before the sweeper deletes the row.
+        if record.expires_at <= Utc::now() {
+            return Err(Error::session_not_found());
+        }
+        let status = record.status;
+        Ok(SessionView { record, status })
+    }
+
+    pub async fn delete(&self, caller: &Caller, request_id: &str) -> Result<()> {
+        let record = self
+            .store
+            .get_session(request_id)
+            .await?
+            .filter(|record| record.expires_at > Utc::now())
+            .ok_or_else(Error::session_not_found)?;
+        if !caller.owns(record.user_id.as_deref()) {
+            return Err(Error::session_not_found());
+        }
+        if let Some(session) = self.cache.remove(request_id) {
+            self.runtimes_release(&session).await;
+        }
+        if !self.store.delete_session(request_id).await? {
+            return Err(Error::session_not_found());
+        }
+        Ok(())
+    }
+
+    /// Deletes expired sessions from the store and the cache; returns how
+    /// many rows went.
+    pub async fn sweep_expired(&self) -> Result<u64> {
+        let now = Utc::now();
+        for session in self.cache.remove_expired(now) {
+            self.runtimes_release(&session).await;
+        }
+        let deleted = self.store.delete_expired_sessions(now).await?;
+        let active = self.store.count_active_sessions(now).await?;
+        metrics::gauge!("lambda_active_sessions").set(active as f64);
+        Ok(deleted)
+    }
+
+    /// Writes out queued counters and logs (tests, and reads that must see them).
+    pub async fn flush_logs(&self) {
+        self.batcher.flush().await;
+    }
+
+    pub fn batcher(&self) -> &LogBatcher {
+        &self.batcher
+    }
+}
+
+#[derive(Serialize)]
+struct Event<'a> {
+    params: &'a Value,
+    context: &'a Value,
+    request_id: &'a str,
+    language_title: &'a str,
+}

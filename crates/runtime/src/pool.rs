@@ -1,0 +1,1114 @@
+//! Warm worker pools, language-agnostic.
+//!
+//! A [`WorkerPool`] runs worker processes that speak runtimes/PROTOCOL.md. A
+//! [`WorkerProgram`] says how to start one (Node.js, Python, a compiled Rust
+//! harness); the pool does the rest:
+//!
+//! - **blank workers**: started ahead of demand (`blank_workers_per_language`)
+//!   so specializing one for a script costs a `load` frame, not a process
+//!   start;
+//! - **one script per worker for life**: a worker is specialized for one
+//!   `Script::worker_key` and never runs anything else;
+//! - **affinity**: an execute takes an idle worker of its key; `prepare`
+//!   leaves one warm so the first execute is already warm;
+//! - **one request at a time per worker**; under load a key gets more
+//!   workers (from the blank pool, or new ones up to the cap) rather than a
+//!   queue behind a single worker; when a specialization for the key is
+//!   already in flight, requests wait for it instead of starting another;
+//! - **cap** (`max_workers_per_language`) on live processes; idle
+//!   specialized workers are evicted least-recently-used to make room;
+//!   past the cap a request waits up to `queue_wait`, then `Busy`;
+//! - **replacement**: a worker that dies, times out or hits a limit is
+//!   killed and its slot freed; blank workers are topped up in the
+//!   background, specialized ones are re-created on the next request.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::process::Child;
+use tokio::sync::Notify;
+
+use crate::config::RuntimeConfig;
+use crate::frame::{self, ErrorKind, FrameError, Response};
+use crate::sandbox::{self, SandboxMode, SandboxSpec};
+use crate::{
+    Language, LanguageRuntime, LimitKind, Limits, Output, Prepared, RuntimeError, RuntimeStatus,
+    Script, SourceLocation,
+};
+
+/// Memory and process limits are fixed when a worker starts; a worker only
+/// serves requests whose limits match the ones it was started with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerLimits {
+    pub memory_bytes: u64,
+    pub max_processes: u32,
+}
+
+impl From<&Limits> for WorkerLimits {
+    fn from(limits: &Limits) -> Self {
+        WorkerLimits {
+            memory_bytes: limits.memory_bytes,
+            max_processes: limits.max_processes,
+        }
+    }
+}
+
+/// How to start one kind of worker. Implemented per language.
+pub trait WorkerProgram: Send + Sync + 'static {
+    fn language(&self) -> Language;
+
+    /// The file name the user's script is loaded under; error positions
+    /// and stack frames refer to it.
+    fn script_filename(&self) -> &str;
+
+    /// Whether a worker can start before it knows its script. Interpreters
+    /// can (blank workers); a compiled harness cannot.
+    fn supports_blank_workers(&self) -> bool {
+        true
+    }
+
+    /// The process to start. `script` is `Some` only for programs without
+    /// blank workers.
+    fn spec(&self, limits: &WorkerLimits, script: Option<&Script>) -> Result<SandboxSpec, RuntimeError>;
+
+    /// Recognizes a limit from the tail of a dead worker's stdout/stderr
+    /// (e.g. V8's "heap out of memory").
+    fn crash_kind(&self, _diagnostics: &str) -> Option<LimitKind> {
+        None
+    }
+}
+
+/// Pool sizing and waiting.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub blank_workers: usize,
+    pub max_workers: usize,
+    pub queue_wait: Duration,
+    pub start_timeout: Duration,
+    pub spawn_limits: WorkerLimits,
+}
+
+impl From<&RuntimeConfig> for PoolSettings {
+    fn from(config: &RuntimeConfig) -> Self {
+        PoolSettings {
+            blank_workers: config.blank_workers_per_language,
+            max_workers: config.max_workers_per_language.max(1),
+            queue_wait: config.queue_wait,
+            start_timeout: config.start_timeout,
+            spawn_limits: WorkerLimits::from(&config.spawn_limits),
+        }
+    }
+}
+
+/// What a worker is doing, for introspection and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    Blank,
+    Idle,
+    Busy,
+}
+
+/// One live worker as [`WorkerPool::workers`] reports it.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    /// Host pid of the process the pool started (bwrap in sandbox mode;
+    /// killing it takes the whole sandbox down).
+    pub pid: u32,
+    pub worker_key: Option<String>,
+    pub state: WorkerState,
+}
+
+const DIAGNOSTICS_TAIL_BYTES: usize = 4096;
+
+/// The last few KiB a worker wrote to fd 1/2. Drained continuously so a
+/// flooding worker never blocks and never grows service memory.
+struct DiagnosticsTail {
+    tail: Mutex<VecDeque<u8>>,
+    finished: AtomicBool,
+    finished_notify: Notify,
+}
+
+impl DiagnosticsTail {
+    fn start(mut receiver: pipe::Receiver) -> Arc<Self> {
+        let this = Arc::new(DiagnosticsTail {
+            tail: Mutex::new(VecDeque::with_capacity(DIAGNOSTICS_TAIL_BYTES)),
+            finished: AtomicBool::new(false),
+            finished_notify: Notify::new(),
+        });
+        let drain = Arc::clone(&this);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match receiver.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let mut tail = lock(&drain.tail);
+                        let chunk = &buf[n.saturating_sub(DIAGNOSTICS_TAIL_BYTES)..n];
+                        let overflow = (tail.len() + chunk.len()).saturating_sub(DIAGNOSTICS_TAIL_BYTES);
+                        let n_drop = overflow.min(tail.len());
+                        tail.drain(..n_drop);
+                        tail.extend(chunk);
+                    }
+                }
+            }
+            drain.finished.store(true, Ordering::Release);
+            drain.finished_notify.notify_waiters();
+        });
+        this
+    }
+
+    async fn wait_finished(&self, within: Duration) {
+        let notified = self.finished_notify.notified();
+        if self.finished.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = tokio::time::timeout(within, notified).await;
+    }
+
+    fn text(&self) -> String {
+        let tail = lock(&self.tail);
+        let (a, b) = tail.as_slices();
+        let mut bytes = Vec::with_capacity(a.len() + b.len());
+        bytes.extend_from_slice(a);
+        bytes.extend_from_slice(b);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// A poisoned lock only means another task panicked mid-update of plain
+/// counters; carrying on beats taking the whole runtime down.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Worker {
+    id: u64,
+    pid: u32,
+    child: Child,
+    requests: pipe::Sender,
+    responses: pipe::Receiver,
+    diagnostics: Arc<DiagnosticsTail>,
+    key: Option<Arc<str>>,
+    limits: WorkerLimits,
+    last_used: Instant,
+    buf: Vec<u8>,
+}
+
+impl Worker {
+    fn is_dead(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Why the worker went away mid-request, from its exit status and the
+    /// tail of its diagnostics.
+    async fn death_error(&mut self, program: &dyn WorkerProgram) -> (RuntimeError, &'static str) {
+        let status = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+        self.diagnostics.wait_finished(Duration::from_millis(500)).await;
+        let tail = self.diagnostics.text();
+        if let Some(kind) = program.crash_kind(&tail) {
+            return (
+                RuntimeError::ResourceLimit {
+                    kind,
+                    detail: last_line(&tail),
+                },
+                limit_reason(kind),
+            );
+        }
+        let how = match status {
+            Ok(Ok(status)) => describe_exit(status),
+            _ => "stopped answering".to_string(),
+        };
+        (
+            RuntimeError::Script {
+                message: format!("the worker running this script {how} before returning a result"),
+                location: SourceLocation::default(),
+                stack_trace: None,
+                logs: Vec::new(),
+            },
+            "crashed",
+        )
+    }
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        // bwrap reports a child killed by signal N as exit code 128 + N.
+        (Some(code), _) if code > 128 && code < 160 => {
+            format!("was killed by signal {}", code - 128)
+        }
+        (Some(code), _) => format!("exited with status {code} (process.exit/sys.exit/os._exit)"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) => "exited".to_string(),
+    }
+}
+
+fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(300)
+        .collect()
+}
+
+fn limit_reason(kind: LimitKind) -> &'static str {
+    match kind {
+        LimitKind::Memory => "memory",
+        LimitKind::ResultSize => "result_size",
+        LimitKind::OutputSize => "output_size",
+        LimitKind::Processes => "processes",
+    }
+}
+
+#[derive(Default)]
+struct State {
+    blank: Vec<Worker>,
+    idle: HashMap<Arc<str>, Vec<Worker>>,
+    /// Specializations in flight per key: later requests for the key wait
+    /// for them rather than starting another.
+    loading: HashMap<Arc<str>, usize>,
+    /// Every process holding a slot: blank, idle, busy, starting.
+    n_live: usize,
+    n_busy: usize,
+    n_blank_starting: usize,
+    infos: HashMap<u64, WorkerInfo>,
+    closed: bool,
+}
+
+impl State {
+    fn n_idle(&self) -> usize {
+        self.idle.values().map(Vec::len).sum()
+    }
+
+    /// Removes the least recently used idle specialized worker.
+    fn take_lru_idle(&mut self) -> Option<Worker> {
+        let (key, index) = self
+            .idle
+            .iter()
+            .flat_map(|(key, workers)| workers.iter().enumerate().map(move |(i, w)| (key, i, w.last_used)))
+            .min_by_key(|(_, _, used)| *used)
+            .map(|(key, i, _)| (Arc::clone(key), i))?;
+        let workers = self.idle.get_mut(&key)?;
+        let worker = workers.remove(index);
+        if workers.is_empty() {
+            self.idle.remove(&key);
+        }
+        Some(worker)
+    }
+}
+
+struct Inner {
+    program: Arc<dyn WorkerProgram>,
+    mode: SandboxMode,
+    settings: PoolSettings,
+    state: Mutex<State>,
+    changed: Notify,
+    next_id: AtomicU64,
+    language: &'static str,
+}
+
+/// A worker pool for one language. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkerPool {
+    inner: Arc<Inner>,
+}
+
+enum Plan {
+    Warm(Worker),
+    Load(Worker),
+    Spawn,
+    Wait,
+}
+
+/// A worker taken out of the pool for one request. Dropping it without
+/// [`Lease::checkin`] kills the worker: a request cancelled mid-flight leaves
+/// the worker in an unknown state.
+struct Lease {
+    inner: Arc<Inner>,
+    worker: Option<Worker>,
+}
+
+impl Lease {
+    fn worker(&mut self) -> Result<&mut Worker, RuntimeError> {
+        self.worker
+            .as_mut()
+            .ok_or_else(|| RuntimeError::Internal("worker lease already returned".into()))
+    }
+
+    fn checkin(mut self) {
+        if let Some(worker) = self.worker.take() {
+            self.inner.checkin(worker);
+        }
+    }
+
+    fn kill(mut self, reason: &'static str) {
+        if let Some(worker) = self.worker.take() {
+            self.inner.discard_busy(worker, reason);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            self.inner.discard_busy(worker, "cancelled");
+        }
+    }
+}
+
+/// Holds a slot (counted in `n_live`) while a process starts; gives it back
+/// if the start fails or the request is cancelled.
+struct SlotReservation {
+    inner: Arc<Inner>,
+    armed: bool,
+}
+
+impl Drop for SlotReservation {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut state = lock(&self.inner.state);
+            state.n_live = state.n_live.saturating_sub(1);
+            self.inner.publish(&state);
+            drop(state);
+            self.inner.changed.notify_waiters();
+        }
+    }
+}
+
+/// Marks a specialization of `key` in flight.
+struct LoadingMark {
+    inner: Arc<Inner>,
+    key: Arc<str>,
+}
+
+impl Drop for LoadingMark {
+    fn drop(&mut self) {
+        let mut state = lock(&self.inner.state);
+        if let Some(n) = state.loading.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.loading.remove(&self.key);
+            }
+        }
+        drop(state);
+        self.inner.changed.notify_waiters();
+    }
+}
+
+impl Inner {
+    fn publish(&self, state: &State) {
+        let n_blank = state.blank.len();
+        let n_idle = state.n_idle();
+        let n_starting = state.n_live.saturating_sub(n_blank + n_idle + state.n_busy);
+        let language = self.language;
+        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "blank").set(n_blank as f64);
+        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "idle").set(n_idle as f64);
+        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "busy").set(state.n_busy as f64);
+        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "starting")
+            .set(n_starting as f64);
+    }
+
+    fn set_info(state: &mut State, worker: &Worker, worker_state: WorkerState) {
+        state.infos.insert(
+            worker.id,
+            WorkerInfo {
+                pid: worker.pid,
+                worker_key: worker.key.as_deref().map(str::to_string),
+                state: worker_state,
+            },
+        );
+    }
+
+    fn count_kill(&self, reason: &'static str) {
+        metrics::counter!("lambda_runtime_worker_kills_total", "language" => self.language, "reason" => reason)
+            .increment(1);
+    }
+
+    /// Kills a worker that is no longer counted anywhere but in `n_live`.
+    fn kill_process(&self, mut worker: Worker, reason: &'static str) {
+        tracing::debug!(language = self.language, pid = worker.pid, reason, "killing worker");
+        self.count_kill(reason);
+        // SIGKILL now; tokio reaps the process in the background once the
+        // handle is dropped (kill_on_drop is set).
+        let _ = worker.child.start_kill();
+    }
+
+    fn checkin(self: &Arc<Self>, mut worker: Worker) {
+        worker.last_used = Instant::now();
+        let mut state = lock(&self.state);
+        state.n_busy = state.n_busy.saturating_sub(1);
+        let key = worker.key.clone();
+        match key {
+            Some(key) if !state.closed => {
+                Self::set_info(&mut state, &worker, WorkerState::Idle);
+                state.idle.entry(key).or_default().push(worker);
+                self.publish(&state);
+            }
+            _ => {
+                state.n_live = state.n_live.saturating_sub(1);
+                state.infos.remove(&worker.id);
+                self.publish(&state);
+                drop(state);
+                self.kill_process(worker, "shutdown");
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn discard_busy(self: &Arc<Self>, worker: Worker, reason: &'static str) {
+        let mut state = lock(&self.state);
+        state.n_busy = state.n_busy.saturating_sub(1);
+        state.n_live = state.n_live.saturating_sub(1);
+        state.infos.remove(&worker.id);
+        self.publish(&state);
+        drop(state);
+        self.kill_process(worker, reason);
+        self.changed.notify_waiters();
+        self.replenish();
+    }
+
+    /// Starts blank workers in the background until the target is met (or
+    /// the cap is reached).
+    fn replenish(self: &Arc<Self>) {
+        if !self.program.supports_blank_workers() || self.settings.blank_workers == 0 {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut state = lock(&self.state);
+        if state.closed {
+            return;
+        }
+        let mut n_start = 0;
+        while state.blank.len() + state.n_blank_starting < self.settings.blank_workers
+            && state.n_live < self.settings.max_workers
+        {
+            state.n_live += 1;
+            state.n_blank_starting += 1;
+            n_start += 1;
+        }
+        self.publish(&state);
+        drop(state);
+        for _ in 0..n_start {
+            let inner = Arc::clone(self);
+            handle.spawn(async move {
+                let limits = inner.settings.spawn_limits;
+                let started = inner.start_worker(limits, None).await;
+                let mut state = lock(&inner.state);
+                state.n_blank_starting = state.n_blank_starting.saturating_sub(1);
+                match started {
+                    Ok(worker) if !state.closed => {
+                        Self::set_info(&mut state, &worker, WorkerState::Blank);
+                        state.blank.push(worker);
+                    }
+                    Ok(worker) => {
+                        state.n_live = state.n_live.saturating_sub(1);
+                        drop(state);
+                        inner.kill_process(worker, "shutdown");
+                        state = lock(&inner.state);
+                    }
+                    Err(error) => {
+                        state.n_live = state.n_live.saturating_sub(1);
+                        tracing::error!(language = inner.language, %error, "starting a blank worker failed");
+                    }
+                }
+                inner.publish(&state);
+                drop(state);
+                inner.changed.notify_waiters();
+            });
+        }
+    }
+
+    /// Starts a process and waits for its `ready` frame.
+    async fn start_worker(&self, limits: WorkerLimits, script: Option<&Script>) -> Result<Worker, RuntimeError> {
+        let spec = self.program.spec(&limits, script)?;
+        let process = sandbox::spawn(&self.mode, &spec)
+            .map_err(|e| RuntimeError::Internal(format!("starting a {} worker failed: {e}", self.language)))?;
+        metrics::counter!("lambda_runtime_worker_spawns_total", "language" => self.language).increment(1);
+        let pid = process.child.id().unwrap_or(0);
+        let diagnostics = DiagnosticsTail::start(process.diagnostics);
+        let mut worker = Worker {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            pid,
+            child: process.child,
+            requests: process.requests,
+            responses: process.responses,
+            diagnostics,
+            key: None,
+            limits,
+            last_used: Instant::now(),
+            buf: Vec::new(),
+        };
+        let ready = tokio::time::timeout(
+            self.settings.start_timeout,
+            frame::read_frame(&mut worker.responses, 64 * 1024, &mut worker.buf),
+        )
+        .await;
+        let failure = match ready {
+            Ok(Ok(())) => match frame::parse_response(&worker.buf) {
+                Ok(Response::Ready { protocol, .. }) if protocol == frame::PROTOCOL_VERSION => return Ok(worker),
+                Ok(other) => format!("sent {other:?} instead of ready"),
+                Err(e) => e.to_string(),
+            },
+            Ok(Err(e)) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), worker.child.wait()).await;
+                worker.diagnostics.wait_finished(Duration::from_millis(500)).await;
+                format!("{e}: {}", last_line(&worker.diagnostics.text()))
+            }
+            Err(_) => format!("was not ready within {:?}", self.settings.start_timeout),
+        };
+        self.count_kill("start_failed");
+        let _ = worker.child.start_kill();
+        Err(RuntimeError::Internal(format!("a {} worker failed to start: {failure}", self.language)))
+    }
+
+    /// Loads `script` into a started worker. On failure the worker is
+    /// killed (its interpreter may hold half-run top-level code).
+    async fn load(&self, worker: &mut Worker, script: &Script) -> Result<(), (RuntimeError, &'static str)> {
+        let request = frame::load_frame(self.program.script_filename(), &script.source)
+            .map_err(|e| (RuntimeError::Internal(e.to_string()), "protocol"))?;
+        let exchange = async {
+            frame::write_frame(&mut worker.requests, &request).await?;
+            frame::read_frame(&mut worker.responses, 1024 * 1024, &mut worker.buf).await
+        };
+        match tokio::time::timeout(self.settings.start_timeout, exchange).await {
+            Err(_) => Err((
+                RuntimeError::Initialization {
+                    message: format!(
+                        "loading the script took longer than {} ms (top-level code must not block)",
+                        self.settings.start_timeout.as_millis()
+                    ),
+                    location: SourceLocation::default(),
+                },
+                "timeout",
+            )),
+            Ok(Err(FrameError::Closed)) | Ok(Err(FrameError::Io(_))) => {
+                let (error, reason) = worker.death_error(&*self.program).await;
+                let error = match error {
+                    RuntimeError::Script { message, .. } => RuntimeError::Initialization {
+                        message: format!("while loading: {message}"),
+                        location: SourceLocation::default(),
+                    },
+                    other => other,
+                };
+                Err((error, reason))
+            }
+            Ok(Err(e)) => Err((RuntimeError::Internal(format!("loading a script: {e}")), "protocol")),
+            Ok(Ok(())) => match frame::parse_response(&worker.buf) {
+                Ok(Response::Loaded { .. }) => {
+                    worker.key = Some(Arc::from(script.worker_key.as_str()));
+                    Ok(())
+                }
+                Ok(Response::Error(e)) => Err((
+                    RuntimeError::Initialization {
+                        message: e.message,
+                        location: SourceLocation {
+                            line: e.line,
+                            column: e.column,
+                        },
+                    },
+                    "load_failed",
+                )),
+                Ok(other) => Err((
+                    RuntimeError::Internal(format!("worker answered load with {other:?}")),
+                    "protocol",
+                )),
+                Err(e) => Err((RuntimeError::Internal(e.to_string()), "protocol")),
+            },
+        }
+    }
+
+    /// A worker specialized for `script`, ready for one request.
+    async fn checkout(self: &Arc<Self>, script: &Script, limits: WorkerLimits) -> Result<Lease, RuntimeError> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.settings.queue_wait;
+        let key: Arc<str> = Arc::from(script.worker_key.as_str());
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let mut dead = Vec::new();
+            let plan = {
+                let mut state = lock(&self.state);
+                if state.closed {
+                    return Err(RuntimeError::Unavailable {
+                        language: self.program.language(),
+                        reason: "the runtime is shutting down".into(),
+                    });
+                }
+                let mut plan = None;
+                while let Some(mut worker) = state.idle.get_mut(&key).and_then(Vec::pop) {
+                    if state.idle.get(&key).is_some_and(Vec::is_empty) {
+                        state.idle.remove(&key);
+                    }
+                    if worker.limits != limits || worker.is_dead() {
+                        state.n_live = state.n_live.saturating_sub(1);
+                        state.infos.remove(&worker.id);
+                        dead.push(worker);
+                        continue;
+                    }
+                    plan = Some(Plan::Warm(worker));
+                    break;
+                }
+                let plan = match plan {
+                    Some(plan) => plan,
+                    None if state.loading.get(&key).copied().unwrap_or(0) > 0 => Plan::Wait,
+                    None => {
+                        let mut blank = None;
+                        while let Some(index) = state.blank.iter().rposition(|w| w.limits == limits) {
+                            let mut worker = state.blank.swap_remove(index);
+                            if worker.is_dead() {
+                                state.n_live = state.n_live.saturating_sub(1);
+                                state.infos.remove(&worker.id);
+                                dead.push(worker);
+                                continue;
+                            }
+                            blank = Some(worker);
+                            break;
+                        }
+                        if let Some(worker) = blank {
+                            Plan::Load(worker)
+                        } else if state.n_blank_starting > 0 && limits == self.settings.spawn_limits {
+                            // A blank worker is about to be ready: waiting
+                            // for it is no slower than starting another.
+                            Plan::Wait
+                        } else if state.n_live < self.settings.max_workers {
+                            state.n_live += 1;
+                            Plan::Spawn
+                        } else if let Some(victim) = state.take_lru_idle() {
+                            // The victim's slot passes straight to the new worker.
+                            state.infos.remove(&victim.id);
+                            dead.push(victim);
+                            metrics::counter!(
+                                "lambda_runtime_worker_kills_total",
+                                "language" => self.language, "reason" => "evicted"
+                            )
+                            .increment(1);
+                            Plan::Spawn
+                        } else if let Some(index) = state.blank.iter().position(|w| w.limits != limits) {
+                            // A blank worker with other limits is worth less
+                            // than a request that can run now.
+                            let victim = state.blank.swap_remove(index);
+                            state.infos.remove(&victim.id);
+                            dead.push(victim);
+                            Plan::Spawn
+                        } else {
+                            Plan::Wait
+                        }
+                    }
+                };
+                match &plan {
+                    Plan::Warm(worker) => {
+                        state.n_busy += 1;
+                        Self::set_info(&mut state, worker, WorkerState::Busy);
+                    }
+                    Plan::Load(worker) => {
+                        state.n_busy += 1;
+                        Self::set_info(&mut state, worker, WorkerState::Busy);
+                        *state.loading.entry(Arc::clone(&key)).or_default() += 1;
+                    }
+                    Plan::Spawn => {
+                        *state.loading.entry(Arc::clone(&key)).or_default() += 1;
+                    }
+                    Plan::Wait => {}
+                }
+                self.publish(&state);
+                plan
+            };
+            for worker in dead {
+                self.kill_process(worker, "dead_or_stale");
+            }
+
+            match plan {
+                Plan::Warm(worker) => {
+                    self.record_wait(started);
+                    return Ok(Lease {
+                        inner: Arc::clone(self),
+                        worker: Some(worker),
+                    });
+                }
+                Plan::Load(worker) => {
+                    let mark = LoadingMark {
+                        inner: Arc::clone(self),
+                        key: Arc::clone(&key),
+                    };
+                    self.replenish();
+                    let mut lease = Lease {
+                        inner: Arc::clone(self),
+                        worker: Some(worker),
+                    };
+                    let loaded = self.load(lease.worker()?, script).await;
+                    drop(mark);
+                    return match loaded {
+                        Ok(()) => {
+                            self.record_wait(started);
+                            Ok(lease)
+                        }
+                        Err((error, reason)) => {
+                            lease.kill(reason);
+                            Err(error)
+                        }
+                    };
+                }
+                Plan::Spawn => {
+                    let mark = LoadingMark {
+                        inner: Arc::clone(self),
+                        key: Arc::clone(&key),
+                    };
+                    let mut reservation = SlotReservation {
+                        inner: Arc::clone(self),
+                        armed: true,
+                    };
+                    let blank_ok = self.program.supports_blank_workers();
+                    let mut worker = self.start_worker(limits, if blank_ok { None } else { Some(script) }).await?;
+                    reservation.armed = false;
+                    {
+                        let mut state = lock(&self.state);
+                        state.n_busy += 1;
+                        Self::set_info(&mut state, &worker, WorkerState::Busy);
+                        self.publish(&state);
+                    }
+                    let loaded = self.load(&mut worker, script).await;
+                    drop(mark);
+                    let lease = Lease {
+                        inner: Arc::clone(self),
+                        worker: Some(worker),
+                    };
+                    return match loaded {
+                        Ok(()) => {
+                            self.record_wait(started);
+                            Ok(lease)
+                        }
+                        Err((error, reason)) => {
+                            lease.kill(reason);
+                            Err(error)
+                        }
+                    };
+                }
+                Plan::Wait => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        self.record_wait(started);
+                        return Err(RuntimeError::Busy {
+                            language: self.program.language(),
+                            waited_ms: started.elapsed().as_millis() as u64,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn record_wait(&self, started: Instant) {
+        metrics::histogram!("lambda_runtime_queue_wait_seconds", "language" => self.language)
+            .record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// How one execute went, and whether the worker survives it.
+enum Exchange {
+    Keep(Result<Output, RuntimeError>),
+    Kill(RuntimeError, &'static str),
+}
+
+fn script_error(error: frame::WorkerError) -> RuntimeError {
+    RuntimeError::Script {
+        message: error.message,
+        location: SourceLocation {
+            line: error.line,
+            column: error.column,
+        },
+        stack_trace: error.stack.filter(|s| !s.is_empty()),
+        logs: error.logs,
+    }
+}
+
+async fn exchange(worker: &mut Worker, request: &[u8], limits: &Limits, program: &dyn WorkerProgram) -> Exchange {
+    // Logs travel JSON-escaped (up to 6 bytes per byte for control
+    // characters); the bound only has to stop a runaway, not be tight.
+    let max_frame = limits
+        .max_result_bytes
+        .saturating_add(limits.max_log_bytes.saturating_mul(6))
+        .saturating_add(64 * 1024);
+    let io = async {
+        frame::write_frame(&mut worker.requests, request).await?;
+        frame::read_frame(&mut worker.responses, max_frame, &mut worker.buf).await
+    };
+    match tokio::time::timeout(limits.timeout, io).await {
+        Err(_) => Exchange::Kill(
+            RuntimeError::Timeout {
+                timeout_ms: limits.timeout.as_millis() as u64,
+            },
+            "timeout",
+        ),
+        Ok(Err(FrameError::TooLarge { len, max })) => Exchange::Kill(
+            RuntimeError::ResourceLimit {
+                kind: LimitKind::ResultSize,
+                detail: format!("the worker sent {len} bytes, over the limit of {max}"),
+            },
+            "result_size",
+        ),
+        Ok(Err(FrameError::Closed)) | Ok(Err(FrameError::Io(_))) => {
+            let (error, reason) = worker.death_error(program).await;
+            Exchange::Kill(error, reason)
+        }
+        Ok(Err(FrameError::Malformed(e))) => Exchange::Kill(RuntimeError::Internal(e), "protocol"),
+        Ok(Ok(())) => match frame::parse_response(&worker.buf) {
+            Ok(Response::Result { result, logs, .. }) => Exchange::Keep(Ok(Output { result, logs })),
+            Ok(Response::Error(error)) => match error.kind {
+                ErrorKind::Script | ErrorKind::Initialization => Exchange::Keep(Err(script_error(error))),
+                ErrorKind::ResultSize => Exchange::Keep(Err(RuntimeError::ResourceLimit {
+                    kind: LimitKind::ResultSize,
+                    detail: error.message,
+                })),
+                ErrorKind::OutputSize => Exchange::Keep(Err(RuntimeError::ResourceLimit {
+                    kind: LimitKind::OutputSize,
+                    detail: error.message,
+                })),
+                // After a failed allocation or a fork bomb the interpreter
+                // (and the processes it left) are not worth keeping.
+                ErrorKind::Memory => Exchange::Kill(
+                    RuntimeError::ResourceLimit {
+                        kind: LimitKind::Memory,
+                        detail: error.message,
+                    },
+                    "memory",
+                ),
+                ErrorKind::Processes => Exchange::Kill(
+                    RuntimeError::ResourceLimit {
+                        kind: LimitKind::Processes,
+                        detail: error.message,
+                    },
+                    "processes",
+                ),
+            },
+            Ok(other) => Exchange::Kill(
+                RuntimeError::Internal(format!("worker answered execute with {other:?}")),
+                "protocol",
+            ),
+            Err(e) => Exchange::Kill(RuntimeError::Internal(e.to_string()), "protocol"),
+        },
+    }
+}
+
+impl WorkerPool {
+    /// A pool for `program`. Blank workers start in the background when
+    /// called inside a tokio runtime.
+    pub fn new(program: Arc<dyn WorkerProgram>, mode: SandboxMode, settings: PoolSettings) -> Self {
+        let language = program.language().as_str();
+        let inner = Arc::new(Inner {
+            program,
+            mode,
+            settings,
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+            next_id: AtomicU64::new(1),
+            language,
+        });
+        inner.replenish();
+        WorkerPool { inner }
+    }
+
+    /// Loads `script` into a worker (reporting load errors) and leaves that
+    /// worker warm for `script.worker_key`.
+    pub async fn prepare(&self, script: &Script) -> Result<(), RuntimeError> {
+        let lease = self.inner.checkout(script, self.inner.settings.spawn_limits).await?;
+        lease.checkin();
+        Ok(())
+    }
+
+    pub async fn execute(&self, script: &Script, event_json: &str, limits: &Limits) -> Result<Output, RuntimeError> {
+        let request = frame::execute_frame(event_json, limits.max_log_bytes, limits.max_result_bytes)
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let mut lease = self.inner.checkout(script, WorkerLimits::from(limits)).await?;
+        let started = Instant::now();
+        let outcome = exchange(lease.worker()?, &request, limits, &*self.inner.program).await;
+        let (result, outcome_label) = match outcome {
+            Exchange::Keep(result) => {
+                lease.checkin();
+                let label = if result.is_ok() { "ok" } else { "error" };
+                (result, label)
+            }
+            Exchange::Kill(error, reason) => {
+                lease.kill(reason);
+                (Err(error), reason)
+            }
+        };
+        metrics::histogram!(
+            "lambda_runtime_execution_duration_seconds",
+            "language" => self.inner.language, "outcome" => outcome_label
+        )
+        .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Kills the idle workers of `worker_key`; a busy one is killed when it
+    /// comes back only if nobody asks for the key again (it stays idle and
+    /// ages out LRU otherwise).
+    pub fn release(&self, worker_key: &str) {
+        let mut state = lock(&self.inner.state);
+        let workers = state.idle.remove(worker_key).unwrap_or_default();
+        state.n_live = state.n_live.saturating_sub(workers.len());
+        for worker in &workers {
+            state.infos.remove(&worker.id);
+        }
+        self.inner.publish(&state);
+        drop(state);
+        for worker in workers {
+            self.inner.kill_process(worker, "released");
+        }
+        self.inner.changed.notify_waiters();
+        self.inner.replenish();
+    }
+
+    /// Kills every idle and blank worker and refuses new work; busy workers
+    /// are killed as they come back.
+    pub fn shutdown(&self) {
+        let mut state = lock(&self.inner.state);
+        state.closed = true;
+        let mut workers: Vec<Worker> = state.blank.drain(..).collect();
+        for (_, idle) in state.idle.drain() {
+            workers.extend(idle);
+        }
+        state.n_live = state.n_live.saturating_sub(workers.len());
+        for worker in &workers {
+            state.infos.remove(&worker.id);
+        }
+        self.inner.publish(&state);
+        drop(state);
+        for worker in workers {
+            self.inner.kill_process(worker, "shutdown");
+        }
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Every live worker with its host pid (the process the pool started).
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        lock(&self.inner.state).infos.values().cloned().collect()
+    }
+
+    /// Host pids of the live workers holding `worker_key`.
+    pub fn worker_pids(&self, worker_key: &str) -> Vec<u32> {
+        lock(&self.inner.state)
+            .infos
+            .values()
+            .filter(|info| info.worker_key.as_deref() == Some(worker_key))
+            .map(|info| info.pid)
+            .collect()
+    }
+
+    pub fn language(&self) -> Language {
+        self.inner.program.language()
+    }
+}
+
+/// A [`LanguageRuntime`] backed by a [`WorkerPool`], or unavailable with a
+/// reason (no interpreter, no sandbox).
+pub struct PooledRuntime {
+    language: Language,
+    pool: Result<WorkerPool, String>,
+}
+
+impl PooledRuntime {
+    pub fn new(language: Language, pool: Result<WorkerPool, String>) -> Self {
+        if let Err(reason) = &pool {
+            tracing::warn!(%language, %reason, "runtime unavailable");
+        }
+        PooledRuntime { language, pool }
+    }
+
+    /// The pool, when the language can run here.
+    pub fn pool(&self) -> Option<&WorkerPool> {
+        self.pool.as_ref().ok()
+    }
+
+    fn available(&self) -> Result<&WorkerPool, RuntimeError> {
+        self.pool.as_ref().map_err(|reason| RuntimeError::Unavailable {
+            language: self.language,
+            reason: reason.clone(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl LanguageRuntime for PooledRuntime {
+    fn language(&self) -> Language {
+        self.language
+    }
+
+    fn status(&self) -> RuntimeStatus {
+        match &self.pool {
+            Ok(_) => RuntimeStatus::Ready,
+            Err(reason) => RuntimeStatus::Unavailable { reason: reason.clone() },
+        }
+    }
+
+    async fn prepare(&self, script: &Script) -> Result<Prepared, RuntimeError> {
+        self.available()?.prepare(script).await?;
+        Ok(Prepared::default())
+    }
+
+    async fn execute(&self, script: &Script, event_json: &str, limits: &Limits) -> Result<Output, RuntimeError> {
+        self.available()?.execute(script, event_json, limits).await
+    }
+
+    async fn release(&self, worker_key: &str) {
+        if let Ok(pool) = &self.pool {
+            pool.release(worker_key);
+        }
+    }
+
+    async fn shutdown(&self) {
+        if let Ok(pool) = &self.pool {
+            pool.shutdown();
+        }
+    }
+}
+
+/// The sandbox to use under `config`, or why none is usable. Checked once
+/// per runtime at start.
+pub fn sandbox_mode(config: &RuntimeConfig) -> Result<SandboxMode, String> {
+    match sandbox::probe_bwrap(&config.bwrap_path) {
+        Ok(bwrap) => Ok(SandboxMode::Bubblewrap { bwrap }),
+        Err(reason) if config.allow_insecure_no_sandbox => {
+            tracing::warn!(
+                %reason,
+                "ALLOW_INSECURE_NO_SANDBOX=true: running user code WITHOUT a sandbox. \
+                 Never do this in production."
+            );
+            Ok(SandboxMode::Insecure)
+        }
+        Err(reason) => Err(format!(
+            "{reason}; install bubblewrap (apt-get install bubblewrap) or set ALLOW_INSECURE_NO_SANDBOX=true for development"
+        )),
+    }
+}
+
+/// Writes an embedded worker program into `config.work_dir/<dir>/<file>`
+/// and returns the directory (bound read-only into the sandbox).
+pub fn install_worker_program(
+    config: &RuntimeConfig,
+    dir: &str,
+    file: &str,
+    contents: &str,
+) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir_path = config.work_dir.join(dir);
+    std::fs::create_dir_all(&dir_path)
+        .map_err(|e| format!("cannot create the worker directory {}: {e}", dir_path.display()))?;
+    let file_path = dir_path.join(file);
+    std::fs::write(&file_path, contents)
+        .map_err(|e| format!("cannot write the worker program {}: {e}", file_path.display()))?;
+    // Readable by the sandbox's uid, writable by nobody but the service.
+    let _ = std::fs::set_permissions(&dir_path, std::fs::Permissions::from_mode(0o755));
+    let _ = std::fs::set_permissions(&file_path, std::fs::Permissions::from_mode(0o644));
+    std::fs::canonicalize(&dir_path).map_err(|e| format!("cannot resolve {}: {e}", dir_path.display()))
+}

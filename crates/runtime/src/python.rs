@@ -1,0 +1,149 @@
+//! Python: user scripts run in warm `python3` workers
+//! (runtimes/python/worker.py, embedded in the binary) inside the sandbox.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use crate::config::RuntimeConfig;
+use crate::pool::{self, PoolSettings, PooledRuntime, WorkerLimits, WorkerPool, WorkerProgram};
+use crate::sandbox::{Rlimits, SandboxSpec};
+use crate::{Language, LanguageRuntime, LimitKind, RuntimeError, Script};
+
+/// The worker program, embedded so the binary is self-contained.
+pub const WORKER_SOURCE: &str = include_str!("../../../runtimes/python/worker.py");
+
+/// CPython reserves little address space of its own; this covers the
+/// interpreter, its shared libraries and a few thread stacks, so
+/// `memory_bytes` is what the script itself can allocate.
+const ADDRESS_SPACE_HEADROOM: u64 = 128 * 1024 * 1024;
+
+/// How to start a Python worker.
+#[derive(Debug, Clone)]
+pub struct PythonProgram {
+    executable: PathBuf,
+    worker_dir: PathBuf,
+    extra_binds: Vec<PathBuf>,
+    tmp_size_bytes: u64,
+    max_open_files: u64,
+    cpu_seconds: u64,
+}
+
+/// The real interpreter behind `python3` (which may be a pyenv shim, a
+/// shell script that cannot run in the sandbox) and the prefixes it loads
+/// its standard library from.
+fn resolve_interpreter(python: &std::path::Path) -> Result<(PathBuf, Vec<PathBuf>), String> {
+    let output = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import sys; print(sys.executable); print(sys.base_prefix); print(sys.prefix)",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("python ({}) cannot start: {e}", python.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "python ({}) failed: {}",
+            python.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let executable = lines
+        .next()
+        .map(PathBuf::from)
+        .ok_or_else(|| format!("python ({}) did not report sys.executable", python.display()))?;
+    let executable = std::fs::canonicalize(&executable)
+        .map_err(|e| format!("cannot resolve the python interpreter {}: {e}", executable.display()))?;
+    let mut prefixes = Vec::new();
+    for prefix in lines {
+        let prefix = std::fs::canonicalize(prefix).unwrap_or_else(|_| PathBuf::from(prefix));
+        if !prefix.starts_with("/usr") && !prefixes.contains(&prefix) {
+            prefixes.push(prefix);
+        }
+    }
+    if !executable.starts_with("/usr") && !prefixes.iter().any(|p| executable.starts_with(p)) {
+        if let Some(dir) = executable.parent() {
+            prefixes.push(dir.to_path_buf());
+        }
+    }
+    Ok((executable, prefixes))
+}
+
+impl PythonProgram {
+    /// Resolves the interpreter and installs the worker program; the error
+    /// is the reason the language is unavailable.
+    pub fn from_config(config: &RuntimeConfig) -> Result<Self, String> {
+        let (executable, extra_binds) = resolve_interpreter(&config.python_path)?;
+        let worker_dir = pool::install_worker_program(config, "python", "worker.py", WORKER_SOURCE)?;
+        Ok(PythonProgram {
+            executable,
+            worker_dir,
+            extra_binds,
+            tmp_size_bytes: config.tmp_size_bytes,
+            max_open_files: config.max_open_files,
+            cpu_seconds: config.cpu_seconds_per_worker,
+        })
+    }
+}
+
+impl WorkerProgram for PythonProgram {
+    fn language(&self) -> Language {
+        Language::Python
+    }
+
+    fn script_filename(&self) -> &str {
+        "handler.py"
+    }
+
+    fn spec(&self, limits: &WorkerLimits, _script: Option<&Script>) -> Result<SandboxSpec, RuntimeError> {
+        let mut ro_binds = self.extra_binds.clone();
+        ro_binds.push(self.worker_dir.clone());
+        Ok(SandboxSpec {
+            program: self.executable.clone(),
+            args: vec![
+                // Isolated mode: ignore PYTHON* variables, no user site, no
+                // script directory on sys.path; -B: never write .pyc files.
+                "-I".into(),
+                "-B".into(),
+                self.worker_dir.join("worker.py").into_os_string(),
+            ],
+            ro_binds,
+            env: vec![
+                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+                ("HOME".into(), "/tmp".into()),
+                ("TMPDIR".into(), "/tmp".into()),
+                ("LANG".into(), "C.UTF-8".into()),
+            ],
+            rlimits: Rlimits {
+                address_space_bytes: Some(limits.memory_bytes.saturating_add(ADDRESS_SPACE_HEADROOM)),
+                data_bytes: None,
+                processes: Some(u64::from(limits.max_processes)),
+                file_size_bytes: Some(self.tmp_size_bytes),
+                open_files: Some(self.max_open_files),
+                cpu_seconds: Some(self.cpu_seconds),
+            },
+            tmp_size_bytes: self.tmp_size_bytes,
+        })
+    }
+
+    fn crash_kind(&self, diagnostics: &str) -> Option<LimitKind> {
+        (diagnostics.contains("MemoryError") || diagnostics.contains("Cannot allocate memory"))
+            .then_some(LimitKind::Memory)
+    }
+}
+
+/// The Python runtime as core sees it.
+pub fn runtime(config: &RuntimeConfig) -> Arc<dyn LanguageRuntime> {
+    pooled_runtime(config)
+}
+
+/// Same as [`runtime`], keeping the concrete type (tests use its pool).
+pub fn pooled_runtime(config: &RuntimeConfig) -> Arc<PooledRuntime> {
+    let pool = pool::sandbox_mode(config).and_then(|mode| {
+        let program = PythonProgram::from_config(config)?;
+        Ok(WorkerPool::new(Arc::new(program), mode, PoolSettings::from(config)))
+    });
+    Arc::new(PooledRuntime::new(Language::Python, pool))
+}

@@ -1,0 +1,630 @@
+//! WebAssembly (WASI preview 1 commands) run inside the service by wasmtime.
+//!
+//! What this module narrows wasmtime to:
+//! - one [`wasmtime::Engine`] per runtime, with the pooling allocator (so a
+//!   fresh instance per execute costs microseconds) and epoch interruption
+//!   driven by a background ticker thread (so a guest loop cannot outlive
+//!   its timeout);
+//! - a module is validated, compiled and pre-linked ([`InstancePre`]) once
+//!   per script hash and kept in a bounded in-memory cache;
+//! - every execute gets a fresh [`Store`] and instance: nothing a guest
+//!   writes survives into the next execute;
+//! - the guest sees WASI preview 1 only: stdin is the event JSON, stdout
+//!   (bounded by `max_result_bytes`) is the result, stderr (bounded by
+//!   `max_log_bytes`) is its logs; no preopened directories, no environment,
+//!   no arguments beyond a program name, no sockets.
+//!
+//! Precompiled machine code is deliberately *not* handed to core as an
+//! artifact: `Module::deserialize` trusts its input completely, and bytes
+//! read back from a shared database cannot be proven to be ours. Compiling
+//! a module from source costs milliseconds, so every replica compiles for
+//! itself and caches the result in memory.
+
+mod pipe;
+mod source;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use wasmtime::{
+    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, ResourceLimiter, Store, Trap,
+};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use crate::{
+    Language, LanguageRuntime, LimitKind, Limits, Output, Prepared, RuntimeError, RuntimeStatus,
+    Script, SourceLocation,
+};
+
+use self::pipe::{BoundedPipe, OnOverflow};
+
+/// How often the epoch advances: the granularity of wasm timeouts.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Extra time past the epoch deadline before the caller stops waiting for a
+/// guest blocked in a host call (e.g. `poll_oneoff` sleeping), which epochs
+/// cannot interrupt.
+const HOST_CALL_GRACE: Duration = Duration::from_secs(1);
+
+/// Sizing of the wasm runtime.
+#[derive(Debug, Clone)]
+pub struct WasmConfig {
+    /// Instances that may run at once: the pooling allocator reserves this
+    /// many slots up front (virtual memory only until used).
+    pub max_instances: u32,
+    /// The largest linear memory one instance may reach; a session's
+    /// `Limits::memory_bytes` is capped by it.
+    pub max_memory_bytes: u64,
+    /// Compiled modules kept in memory (least recently used evicted).
+    pub module_cache_entries: usize,
+    /// How long an execute waits for a free instance slot before answering
+    /// [`RuntimeError::Busy`].
+    pub queue_wait: Duration,
+}
+
+impl Default for WasmConfig {
+    /// Sized for a small host (2 cores, ~24 GiB): 64 concurrent instances
+    /// of up to 1 GiB each would already oversubscribe the CPUs many times.
+    fn default() -> Self {
+        WasmConfig {
+            max_instances: 64,
+            max_memory_bytes: 1024 * 1024 * 1024,
+            module_cache_entries: 256,
+            queue_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The wasm runtime for [`crate::Runtimes`].
+pub fn runtime(config: WasmConfig) -> Arc<dyn LanguageRuntime> {
+    WasmRuntime::new(config)
+}
+
+/// The WebAssembly runtime. Also used by the Rust runtime for scripts
+/// compiled to `wasm32-wasip1`, which is why it is public as a type.
+pub struct WasmRuntime {
+    /// `Err` holds why wasmtime could not start here (e.g. the pooling
+    /// allocator could not reserve its address space); `status` reports it.
+    engine: Result<Arc<WasmEngine>, String>,
+}
+
+impl WasmRuntime {
+    pub fn new(config: WasmConfig) -> Arc<WasmRuntime> {
+        let engine = WasmEngine::start(config).map(Arc::new).map_err(|error| {
+            tracing::error!(%error, "the WebAssembly runtime could not start");
+            error
+        });
+        Arc::new(WasmRuntime { engine })
+    }
+
+    fn engine(&self) -> Result<&Arc<WasmEngine>, RuntimeError> {
+        self.engine
+            .as_ref()
+            .map_err(|reason| RuntimeError::Unavailable {
+                language: Language::Wasm,
+                reason: reason.clone(),
+            })
+    }
+
+    /// Validates, compiles and pre-links `bytes` (a wasm binary) under
+    /// `key`, or returns the module already cached under `key`.
+    pub(crate) async fn load_binary(
+        &self,
+        key: &str,
+        bytes: Arc<Vec<u8>>,
+    ) -> Result<Arc<LoadedModule>, RuntimeError> {
+        self.engine()?.load(key, ModuleSource::Binary(bytes)).await
+    }
+
+    /// Runs a module loaded by [`Self::load_binary`] once.
+    pub(crate) async fn run(
+        &self,
+        module: Arc<LoadedModule>,
+        event_json: &str,
+        limits: &Limits,
+    ) -> Result<Output, RuntimeError> {
+        self.engine()?.run(module, event_json, limits).await
+    }
+
+    pub(crate) fn cached(&self, key: &str) -> Option<Arc<LoadedModule>> {
+        self.engine.as_ref().ok()?.cached(key)
+    }
+}
+
+#[async_trait::async_trait]
+impl LanguageRuntime for WasmRuntime {
+    fn language(&self) -> Language {
+        Language::Wasm
+    }
+
+    fn status(&self) -> RuntimeStatus {
+        match &self.engine {
+            Ok(engine) if engine.slots.is_closed() => RuntimeStatus::Unavailable {
+                reason: "the wasm runtime is shutting down".to_string(),
+            },
+            Ok(_) => RuntimeStatus::Ready,
+            Err(reason) => RuntimeStatus::Unavailable {
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    async fn prepare(&self, script: &Script) -> Result<Prepared, RuntimeError> {
+        let engine = self.engine()?;
+        engine
+            .load(&script.hash, ModuleSource::Text(script.source.clone()))
+            .await?;
+        Ok(Prepared::default())
+    }
+
+    async fn execute(
+        &self,
+        script: &Script,
+        event_json: &str,
+        limits: &Limits,
+    ) -> Result<Output, RuntimeError> {
+        let engine = self.engine()?;
+        // After a restart or an eviction the module is simply compiled
+        // again from the script, which core always passes along.
+        let module = match engine.cached(&script.hash) {
+            Some(module) => module,
+            None => {
+                engine
+                    .load(&script.hash, ModuleSource::Text(script.source.clone()))
+                    .await?
+            }
+        };
+        engine.run(module, event_json, limits).await
+    }
+
+    async fn release(&self, _worker_key: &str) {
+        // Instances never outlive an execute; compiled modules are shared by
+        // hash across sessions and leave the cache by LRU.
+    }
+
+    async fn shutdown(&self) {
+        if let Ok(engine) = &self.engine {
+            engine.slots.close();
+            engine.ticker_stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A compiled, pre-linked module: instantiating it needs no further lookups.
+pub(crate) struct LoadedModule {
+    pre: InstancePre<CallState>,
+}
+
+enum ModuleSource {
+    /// `script_content`: WAT or base64.
+    Text(Arc<str>),
+    /// A wasm binary (e.g. from rustc).
+    Binary(Arc<Vec<u8>>),
+}
+
+/// Per-execute store data.
+struct CallState {
+    wasi: WasiP1Ctx,
+    limiter: GuestLimiter,
+}
+
+/// Enforces the memory limit and remembers that it did, so a denied
+/// `memory.grow` is reported as 507 rather than as whatever the guest did
+/// next with the failure.
+struct GuestLimiter {
+    memory_bytes: usize,
+    /// The size the guest asked for when it was refused.
+    denied_memory: Option<usize>,
+}
+
+/// Plenty for any real module (rustc emits a few hundred entries); stops a
+/// guest from using `table.grow` as a way around the memory limit.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.denied_memory = Some(desired);
+            // Trapping (instead of letting memory.grow return -1) makes the
+            // limit unmistakable: allocators abort on failure anyway, and a
+            // guest that ignores -1 would otherwise spin until the timeout.
+            wasmtime::bail!(
+                "linear memory would grow to {desired} bytes, over the limit of {} bytes",
+                self.memory_bytes
+            );
+        }
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        // The pool slot itself is full: the same limit, seen from below.
+        self.denied_memory.get_or_insert(self.memory_bytes);
+        Err(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+struct ModuleCache {
+    entries: HashMap<String, (Arc<LoadedModule>, u64)>,
+    capacity: usize,
+    clock: u64,
+}
+
+impl ModuleCache {
+    fn get(&mut self, key: &str) -> Option<Arc<LoadedModule>> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(key).map(|(module, last_used)| {
+            *last_used = clock;
+            module.clone()
+        })
+    }
+
+    fn insert(&mut self, key: &str, module: Arc<LoadedModule>) {
+        self.clock += 1;
+        self.entries.insert(key.to_string(), (module, self.clock));
+        while self.entries.len() > self.capacity.max(1) {
+            // A linear scan is fine at a few hundred entries, and only runs
+            // when a new module is compiled (milliseconds anyway).
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, last_used))| *last_used)
+                .map(|(key, _)| key.clone());
+            match oldest {
+                Some(oldest) => {
+                    self.entries.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+struct WasmEngine {
+    engine: Engine,
+    linker: Linker<CallState>,
+    modules: Mutex<ModuleCache>,
+    /// One permit per pool slot, so executes queue instead of failing when
+    /// the pool is full.
+    slots: Arc<Semaphore>,
+    config: WasmConfig,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl WasmEngine {
+    fn start(config: WasmConfig) -> Result<WasmEngine, String> {
+        let max_memory = usize::try_from(config.max_memory_bytes).map_err(|_| {
+            format!(
+                "wasm max_memory_bytes {} does not fit this platform",
+                config.max_memory_bytes
+            )
+        })?;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(config.max_instances)
+            .total_memories(config.max_instances)
+            .total_tables(config.max_instances)
+            .total_stacks(config.max_instances)
+            .total_component_instances(0)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
+            .max_memory_size(max_memory)
+            .table_elements(MAX_TABLE_ELEMENTS);
+        let mut wasm_config = Config::new();
+        wasm_config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm_config)
+            .map_err(|error| format!("wasmtime could not start: {error:#}"))?;
+
+        let mut linker: Linker<CallState> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut CallState| {
+            &mut state.wasi
+        })
+        .map_err(|error| format!("could not link WASI preview 1: {error:#}"))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(&engine, ticker_stop.clone())?;
+
+        Ok(WasmEngine {
+            slots: Arc::new(Semaphore::new(config.max_instances as usize)),
+            modules: Mutex::new(ModuleCache {
+                entries: HashMap::new(),
+                capacity: config.module_cache_entries,
+                clock: 0,
+            }),
+            engine,
+            linker,
+            config,
+            ticker_stop,
+        })
+    }
+
+    fn modules(&self) -> MutexGuard<'_, ModuleCache> {
+        // The cache holds only finished entries; a panic elsewhere while the
+        // lock was held leaves it consistent.
+        self.modules
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn cached(&self, key: &str) -> Option<Arc<LoadedModule>> {
+        self.modules().get(key)
+    }
+
+    async fn load(
+        self: &Arc<Self>,
+        key: &str,
+        source: ModuleSource,
+    ) -> Result<Arc<LoadedModule>, RuntimeError> {
+        if let Some(module) = self.cached(key) {
+            return Ok(module);
+        }
+        let engine = self.clone();
+        // Cranelift takes milliseconds to seconds: not on the reactor.
+        let module = tokio::task::spawn_blocking(move || engine.compile(source))
+            .await
+            .map_err(|error| RuntimeError::Internal(format!("wasm compile task failed: {error}")))??;
+        let module = Arc::new(module);
+        self.modules().insert(key, module.clone());
+        Ok(module)
+    }
+
+    fn compile(&self, source: ModuleSource) -> Result<LoadedModule, RuntimeError> {
+        let bytes = match &source {
+            ModuleSource::Text(text) => source::decode(text)?,
+            ModuleSource::Binary(bytes) => bytes.to_vec(),
+        };
+        let module = Module::from_binary(&self.engine, &bytes)
+            .map_err(|error| initialization(format!("invalid wasm module: {error:#}")))?;
+        match module.get_export("_start") {
+            Some(ExternType::Func(start))
+                if start.params().len() == 0 && start.results().len() == 0 => {}
+            _ => {
+                return Err(initialization(
+                    "the module exports no `_start` function taking and returning nothing: \
+                     a WASI command module is expected"
+                        .to_string(),
+                ))
+            }
+        }
+        let pre = self.linker.instantiate_pre(&module).map_err(|error| {
+            initialization(format!(
+                "the module imports something other than WASI preview 1 \
+                 (wasi_snapshot_preview1): {error:#}"
+            ))
+        })?;
+        Ok(LoadedModule { pre })
+    }
+
+    async fn run(
+        self: &Arc<Self>,
+        module: Arc<LoadedModule>,
+        event_json: &str,
+        limits: &Limits,
+    ) -> Result<Output, RuntimeError> {
+        let waiting_since = Instant::now();
+        let permit = match tokio::time::timeout(
+            self.config.queue_wait,
+            self.slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => {
+                return Err(RuntimeError::Unavailable {
+                    language: Language::Wasm,
+                    reason: "the wasm runtime is shutting down".to_string(),
+                })
+            }
+            Err(_elapsed) => {
+                return Err(RuntimeError::Busy {
+                    language: Language::Wasm,
+                    waited_ms: millis(waiting_since.elapsed()),
+                })
+            }
+        };
+        let engine = self.clone();
+        let input = event_json.to_string();
+        let call_limits = limits.clone();
+        let call = tokio::task::spawn_blocking(move || {
+            // The slot stays taken until the guest has really stopped, even
+            // if the caller below gave up waiting.
+            let _permit = permit;
+            engine.run_blocking(&module, input, &call_limits)
+        });
+        match tokio::time::timeout(limits.timeout + HOST_CALL_GRACE, call).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => Err(RuntimeError::Internal(format!(
+                "wasm execution thread failed: {error}"
+            ))),
+            Err(_elapsed) => Err(RuntimeError::Timeout {
+                timeout_ms: millis(limits.timeout),
+            }),
+        }
+    }
+
+    fn run_blocking(
+        &self,
+        module: &LoadedModule,
+        input: String,
+        limits: &Limits,
+    ) -> Result<Output, RuntimeError> {
+        let stdout = BoundedPipe::new(limits.max_result_bytes, OnOverflow::Trap);
+        let stderr = BoundedPipe::new(limits.max_log_bytes, OnOverflow::Truncate);
+        let wasi = WasiCtxBuilder::new()
+            .stdin(MemoryInputPipe::new(input))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .arg("script")
+            .build_p1();
+        let memory_bytes = usize::try_from(limits.memory_bytes.min(self.config.max_memory_bytes))
+            .unwrap_or(usize::MAX);
+        let mut store = Store::new(
+            &self.engine,
+            CallState {
+                wasi,
+                limiter: GuestLimiter {
+                    memory_bytes,
+                    denied_memory: None,
+                },
+            },
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(epoch_ticks(limits.timeout));
+        store.epoch_deadline_trap();
+
+        let instance = module.pre.instantiate(&mut store);
+        let outcome = match instance {
+            Ok(instance) => instance
+                .get_typed_func::<(), ()>(&mut store, "_start")
+                .and_then(|start| start.call(&mut store, ())),
+            Err(error) if error.downcast_ref::<Trap>().is_none() => {
+                if store.data().limiter.denied_memory.is_none() {
+                    return Err(RuntimeError::Internal(format!(
+                        "could not instantiate the wasm module: {error:#}"
+                    )));
+                }
+                Err(error)
+            }
+            Err(trap) => Err(trap),
+        };
+        let denied_memory = store.data().limiter.denied_memory;
+        drop(store);
+
+        let (stderr_bytes, logs_truncated) = stderr.take();
+        let logs = log_lines(&stderr_bytes, logs_truncated, limits.max_log_bytes);
+        if let Some(desired) = denied_memory {
+            return Err(RuntimeError::ResourceLimit {
+                kind: LimitKind::Memory,
+                detail: format!(
+                    "the module tried to grow its memory to {desired} bytes; the limit is \
+                     {memory_bytes} bytes"
+                ),
+            });
+        }
+        if stdout.overflowed() {
+            return Err(RuntimeError::ResourceLimit {
+                kind: LimitKind::ResultSize,
+                detail: format!(
+                    "the module wrote more than {} bytes to stdout",
+                    limits.max_result_bytes
+                ),
+            });
+        }
+        if let Err(error) = outcome {
+            if let Some(trap) = error.downcast_ref::<Trap>() {
+                if *trap == Trap::Interrupt {
+                    return Err(RuntimeError::Timeout {
+                        timeout_ms: millis(limits.timeout),
+                    });
+                }
+                return Err(script_error(trap.to_string(), logs));
+            }
+            match error.downcast_ref::<I32Exit>() {
+                Some(I32Exit(0)) => {}
+                Some(I32Exit(code)) => {
+                    return Err(script_error(
+                        format!("the module exited with code {code}"),
+                        logs,
+                    ))
+                }
+                None => return Err(script_error(format!("{error:#}"), logs)),
+            }
+        }
+
+        let (stdout_bytes, _) = stdout.take();
+        if stdout_bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(script_error(
+                "the module wrote nothing to stdout; its result JSON is expected there"
+                    .to_string(),
+                logs,
+            ));
+        }
+        match serde_json::from_slice(&stdout_bytes) {
+            Ok(result) => Ok(Output { result, logs }),
+            Err(error) => Err(script_error(
+                format!("the module's stdout is not valid JSON: {error}"),
+                logs,
+            )),
+        }
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is gone
+/// or the runtime shuts down. A plain thread: it must keep ticking while
+/// every tokio worker is busy.
+fn spawn_epoch_ticker(engine: &Engine, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".to_string())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .map(|_detached| ())
+        .map_err(|error| format!("could not start the wasm epoch thread: {error}"))
+}
+
+/// Ticks until the deadline: at least `timeout`, at most one tick more.
+fn epoch_ticks(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos().max(1);
+    u64::try_from(timeout.as_nanos().div_ceil(tick))
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn log_lines(bytes: &[u8], truncated: bool, max_log_bytes: usize) -> Vec<String> {
+    let mut lines: Vec<String> = String::from_utf8_lossy(bytes)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if truncated {
+        lines.push(format!("[logs truncated at {max_log_bytes} bytes]"));
+    }
+    lines
+}
+
+fn initialization(message: String) -> RuntimeError {
+    RuntimeError::Initialization {
+        message,
+        location: SourceLocation::default(),
+    }
+}
+
+fn script_error(message: String, logs: Vec<String>) -> RuntimeError {
+    RuntimeError::Script {
+        message,
+        location: SourceLocation::default(),
+        stack_trace: None,
+        logs,
+    }
+}

@@ -1,0 +1,551 @@
+//! The Node.js runtime over real node and bwrap processes: handler styles,
+//! log capture, errors, hostile scripts, isolation and the pool.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lambda_runtime::{Language, LanguageRuntime, LimitKind, Limits, PooledRuntime, RuntimeError, RuntimeStatus};
+use serde_json::{json, Value};
+use support::*;
+
+const CALCULATOR: &str = include_str!("../../store/seeds/nodejs-calculator.js");
+
+fn node() -> (Arc<PooledRuntime>, lambda_runtime::RuntimeConfig) {
+    let config = config();
+    (runtime(Language::Nodejs, &config), config)
+}
+
+async fn run(rt: &PooledRuntime, source: &str, params: Value) -> Result<lambda_runtime::Output, RuntimeError> {
+    let s = script(Language::Nodejs, source);
+    rt.prepare(&s).await?;
+    rt.execute(&s, &event(params), &limits()).await
+}
+
+/// After any hostile script, a new session with a new script still works.
+async fn still_works(rt: &PooledRuntime) {
+    let out = run(rt, "return event.params.a * 2;", json!({"a": 21})).await.expect("a fresh script runs");
+    assert_eq!(out.result, json!(42));
+}
+
+#[tokio::test]
+async fn body_style_adds() {
+    let (rt, _c) = node();
+    assert_eq!(rt.status(), RuntimeStatus::Ready);
+    let out = run(&rt, "return event.params.a + event.params.b;", json!({"a": 5, "b": 3})).await.unwrap();
+    assert_eq!(out.result, json!(8));
+}
+
+#[tokio::test]
+async fn module_styles() {
+    let (rt, _c) = node();
+    let cases = [
+        "module.exports = async (event) => ({ sum: event.params.a + event.params.b });",
+        "exports.handler = async (event) => ({ sum: event.params.a + event.params.b });",
+        "async function handler(event) { return { sum: event.params.a + event.params.b }; }\nmodule.exports = { handler };",
+        "module.exports = function (event) { return { sum: event.params.a + event.params.b }; };",
+    ];
+    for source in cases {
+        let out = run(&rt, source, json!({"a": 5, "b": 3})).await.unwrap();
+        assert_eq!(out.result, json!({"sum": 8}), "{source}");
+    }
+}
+
+#[tokio::test]
+async fn callback_style_and_seeded_calculator() {
+    let (rt, _c) = node();
+    let s = script(Language::Nodejs, CALCULATOR);
+    rt.prepare(&s).await.unwrap();
+    for (op, a, b, expected) in [("add", 5, 3, json!(8)), ("subtract", 5, 3, json!(2)), ("multiply", 5, 3, json!(15)), ("divide", 6, 3, json!(2))] {
+        let out = rt.execute(&s, &event(json!({"operation": op, "a": a, "b": b})), &limits()).await.unwrap();
+        assert_eq!(out.result, json!({ "result": expected }), "{op}");
+    }
+    let err = rt.execute(&s, &event(json!({"operation": "divide", "a": 1, "b": 0})), &limits()).await.unwrap_err();
+    match err {
+        RuntimeError::Script { message, location, stack_trace, .. } => {
+            assert!(message.contains("Division by zero"), "{message}");
+            assert_eq!(location.line, Some(18), "line of the throw in the seed");
+            let stack = stack_trace.unwrap_or_default();
+            assert!(stack.contains("handler.js:18"), "{stack}");
+            assert!(!stack.contains("worker.js"), "{stack}");
+        }
+        other => panic!("expected a script error, got {other:?}"),
+    }
+    // A plain (non-async) callback handler, calling back later.
+    let out = run(&rt, "module.exports = (event, cb) => setTimeout(() => cb(null, event.params.x), 5);", json!({"x": "later"})).await.unwrap();
+    assert_eq!(out.result, json!("later"));
+    let err = run(&rt, "exports.handler = (event, callback) => callback(new Error('nope'));", json!({})).await.unwrap_err();
+    assert!(matches!(&err, RuntimeError::Script { message, .. } if message == "Error: nope"), "{err:?}");
+}
+
+#[tokio::test]
+async fn readme_custom_example() {
+    let (rt, _c) = node();
+    let out = run(
+        &rt,
+        r#"return { status: "success", data: event.params, timestamp: new Date().toISOString() };"#,
+        json!({"k": "v"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.result["status"], "success");
+    assert_eq!(out.result["data"], json!({"k": "v"}));
+    assert!(out.result["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+}
+
+#[tokio::test]
+async fn event_carries_context_request_id_and_title() {
+    let (rt, _c) = node();
+    let out = run(&rt, "return [event.context.user_id, event.request_id, event.language_title];", json!({})).await.unwrap();
+    assert_eq!(out.result, json!(["u1", "req-1", "test-fn"]));
+}
+
+#[tokio::test]
+async fn console_output_is_captured_and_never_corrupts_the_result() {
+    let (rt, _c) = node();
+    let source = r#"
+console.log("log", 1, {a: 1});
+console.info("info");
+console.warn("warn");
+console.error("error\nsecond line");
+process.stdout.write("raw stdout\n");
+require('fs').writeSync(1, "fd1 bytes \x00\x00\x00\x10 not a frame\n");
+require('fs').writeSync(2, "fd2 bytes\n");
+return "ok";
+"#;
+    let out = run(&rt, source, json!({})).await.unwrap();
+    assert_eq!(out.result, json!("ok"));
+    assert_eq!(out.logs, vec!["log 1 { a: 1 }", "info", "warn", "error", "second line", "raw stdout"]);
+}
+
+#[tokio::test]
+async fn syntax_error_is_an_initialization_error_in_user_coordinates() {
+    let (rt, _c) = node();
+    let s = script(Language::Nodejs, "const a = 1;\nconst b = ;\nreturn a;");
+    match rt.prepare(&s).await.unwrap_err() {
+        RuntimeError::Initialization { message, location } => {
+            assert!(message.contains("SyntaxError"), "{message}");
+            assert_eq!(location.line, Some(2));
+            assert_eq!(location.column, Some(11));
+        }
+        other => panic!("expected initialization error, got {other:?}"),
+    }
+    let s = script(Language::Nodejs, "module.exports = { notAHandler: 1 };");
+    assert_eq!(kind(&rt.prepare(&s).await.unwrap_err()), "initialization");
+    // Top-level code of a module that throws at load time.
+    let s = script(Language::Nodejs, "\nthrow new Error('at load');\nmodule.exports = () => 1;");
+    match rt.prepare(&s).await.unwrap_err() {
+        RuntimeError::Initialization { location, .. } => assert_eq!(location.line, Some(2)),
+        other => panic!("{other:?}"),
+    }
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn exception_reports_user_line_column_and_filtered_stack() {
+    let (rt, _c) = node();
+    let source = "function inner(x) {\n  return x.missing.field;\n}\nreturn inner({});";
+    match run(&rt, source, json!({})).await.unwrap_err() {
+        RuntimeError::Script { message, location, stack_trace, logs } => {
+            assert!(message.starts_with("TypeError"), "{message}");
+            assert_eq!(location.line, Some(2));
+            assert_eq!(location.column, Some(20));
+            let stack = stack_trace.unwrap();
+            assert!(stack.contains("at inner (handler.js:2:20)"), "{stack}");
+            assert!(!stack.contains("worker.js") && !stack.contains("node:"), "{stack}");
+            assert!(logs.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Throwing a non-Error value.
+    let err = run(&rt, "throw 'plain string';", json!({})).await.unwrap_err();
+    assert!(matches!(&err, RuntimeError::Script { message, .. } if message == "plain string"), "{err:?}");
+}
+
+// ------------------------------------------------------------------ hostile
+
+#[tokio::test]
+async fn cannot_read_host_secrets_files_or_environment() {
+    std::env::set_var("LAMBDA_TEST_SENTINEL", "sentinel-value-42");
+    let (rt, _c) = node();
+    let source = r#"
+const fs = require('fs');
+const tryRead = (p) => { try { return fs.readFileSync(p, 'utf8').slice(0, 50); } catch (e) { return e.code; } };
+let environ1 = '';
+try { environ1 = fs.readFileSync('/proc/1/environ', 'utf8'); } catch (e) { environ1 = e.code; }
+return {
+  shadow: tryRead('/etc/shadow'),
+  passwd: tryRead('/etc/passwd'),
+  cargo: tryRead(process.env.CARGO_TOML || '/work/main/Cargo.toml'),
+  root: tryRead('/root/.bashrc'),
+  env: JSON.stringify(process.env),
+  environ1,
+  uid: process.getuid(),
+  pids: fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).length,
+};
+"#;
+    let out = run(&rt, source, json!({})).await.unwrap();
+    let r = &out.result;
+    assert_eq!(r["shadow"], "ENOENT");
+    assert_eq!(r["passwd"], "ENOENT");
+    assert_eq!(r["cargo"], "ENOENT");
+    assert_eq!(r["root"], "ENOENT");
+    assert!(!r["env"].as_str().unwrap().contains("sentinel-value-42"));
+    assert!(!r["environ1"].as_str().unwrap_or("").contains("sentinel-value-42"));
+    assert_eq!(r["uid"], 65534);
+    assert!(r["pids"].as_u64().unwrap() <= 3, "sees host processes: {r}");
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn cannot_write_outside_tmp() {
+    let (rt, _c) = node();
+    let marker = format!("lambda-escape-{}", unique("w"));
+    let source = format!(
+        r#"
+const fs = require('fs');
+const out = {{}};
+for (const p of ['/usr/{marker}', '/{marker}', '/proc/{marker}', '/dev/{marker}']) {{
+  try {{ fs.writeFileSync(p, 'x'); out[p] = 'written'; }} catch (e) {{ out[p] = e.code; }}
+}}
+fs.writeFileSync('/tmp/ok', 'fine');
+out.tmp = fs.readFileSync('/tmp/ok', 'utf8');
+return out;
+"#
+    );
+    let out = run(&rt, &source, json!({})).await.unwrap();
+    for (path, value) in out.result.as_object().unwrap() {
+        if path == "tmp" {
+            assert_eq!(value, "fine");
+        } else {
+            assert_ne!(value, "written", "{path} was writable: {}", out.result);
+            assert!(!std::path::Path::new(path).exists(), "{path} exists on the host");
+        }
+    }
+    // The tmpfs is size-capped.
+    let err = run(&rt, "require('fs').writeFileSync('/tmp/big', Buffer.alloc(200 * 1024 * 1024)); return 1;", json!({})).await.unwrap_err();
+    assert!(matches!(kind(&err), "script" | "resource_limit"), "{err:?}");
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn has_no_network() {
+    let (rt, _c) = node();
+    let source = r#"
+const net = require('net');
+const attempt = (host, port) => new Promise((resolve) => {
+  const s = net.connect({ host, port });
+  s.on('connect', () => { s.destroy(); resolve('connected'); });
+  s.on('error', (e) => resolve(e.code));
+  setTimeout(() => { s.destroy(); resolve('timeout'); }, 1000);
+});
+return { pg: await attempt('127.0.0.1', 5432), ext: await attempt('1.1.1.1', 80), dns: await new Promise((r) => require('dns').lookup('example.com', (e) => r(e ? e.code : 'resolved'))) };
+"#;
+    let out = run(&rt, source, json!({})).await.unwrap();
+    assert_eq!(out.result["pg"], "ECONNREFUSED");
+    assert_ne!(out.result["ext"], "connected");
+    assert_ne!(out.result["dns"], "resolved");
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn spawned_processes_stay_in_the_sandbox() {
+    let (rt, _c) = node();
+    let source = r#"
+const { execSync } = require('child_process');
+return { id: execSync('id -u').toString().trim(), shadow: (() => { try { return execSync('cat /etc/shadow 2>&1').toString(); } catch (e) { return 'failed'; } })() };
+"#;
+    let out = run(&rt, source, json!({})).await.unwrap();
+    assert_eq!(out.result["id"], "65534");
+    assert_eq!(out.result["shadow"], "failed");
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn fork_bomb_is_contained() {
+    let (rt, _c) = node();
+    let s = script(Language::Nodejs, "require('child_process').execSync(':(){ :|:& };:', { shell: '/bin/bash', stdio: 'ignore' }); return 1;");
+    rt.prepare(&s).await.unwrap();
+    let limits = Limits { timeout: Duration::from_secs(3), ..limits() };
+    let err = rt.execute(&s, &event(json!({})), &limits).await.unwrap_err();
+    assert!(matches!(kind(&err), "timeout" | "resource_limit" | "script"), "{err:?}");
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn infinite_loop_times_out_and_the_worker_is_replaced() {
+    let (rt, _c) = node();
+    let s = script(Language::Nodejs, "while (true) {}");
+    rt.prepare(&s).await.unwrap();
+    let limits = Limits { timeout: Duration::from_millis(500), ..limits() };
+    let started = Instant::now();
+    let err = rt.execute(&s, &event(json!({})), &limits).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::Timeout { timeout_ms: 500 }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn memory_limit() {
+    let (rt, _c) = node();
+    let err = run(&rt, "const b = Buffer.alloc(2 * 1024 * 1024 * 1024, 1); return b.length;", json!({})).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::ResourceLimit { kind: LimitKind::Memory, .. }), "{err:?}");
+    let err = run(&rt, "const a = []; for (;;) a.push(new Array(100000).fill(1.5));", json!({})).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::ResourceLimit { kind: LimitKind::Memory, .. }), "{err:?}");
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn printing_100_mb_is_truncated_not_buffered() {
+    let (rt, _c) = node();
+    let out = run(&rt, "console.log('x'.repeat(100 * 1024 * 1024)); for (let i = 0; i < 100000; i++) console.log('line', i); return 'done';", json!({})).await.unwrap();
+    assert_eq!(out.result, json!("done"));
+    let total: usize = out.logs.iter().map(String::len).sum();
+    assert!(total <= limits().max_log_bytes, "{total}");
+    // Raw writes to fd 1 are drained and dropped.
+    let out = run(&rt, "const b = Buffer.alloc(1024 * 1024, 120); for (let i = 0; i < 100; i++) require('fs').writeSync(1, b); return 'raw';", json!({})).await.unwrap();
+    assert_eq!(out.result, json!("raw"));
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn returning_100_mb_is_a_result_size_error() {
+    let (rt, _c) = node();
+    let err = run(&rt, "return 'x'.repeat(100 * 1024 * 1024);", json!({})).await.unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::ResourceLimit { kind: LimitKind::ResultSize | LimitKind::Memory, .. }),
+        "{err:?}"
+    );
+    let err = run(&rt, "return 'x'.repeat(7 * 1024 * 1024);", json!({})).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::ResourceLimit { kind: LimitKind::ResultSize, .. }), "{err:?}");
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn exiting_or_killing_the_worker_is_a_script_error() {
+    let (rt, _c) = node();
+    for source in ["process.exit(3);", "process.exit();", "process.kill(process.pid, 'SIGKILL');", "process.abort();"] {
+        let err = run(&rt, source, json!({})).await.unwrap_err();
+        assert_eq!(kind(&err), "script", "{source}: {err:?}");
+        still_works(&rt).await;
+    }
+}
+
+#[tokio::test]
+async fn timers_left_running_do_not_leak_into_the_next_execute() {
+    let (rt, _c) = node();
+    let s = script(
+        Language::Nodejs,
+        "globalThis.n = (globalThis.n || 0) + 1;\nsetInterval(() => console.log('tick'), 1);\nsetTimeout(() => { throw new Error('late'); }, 20);\nreturn globalThis.n;",
+    );
+    rt.prepare(&s).await.unwrap();
+    for expected in 1..=3 {
+        let out = rt.execute(&s, &event(json!({})), &limits()).await.unwrap();
+        assert_eq!(out.result, json!(expected));
+        assert!(out.logs.is_empty(), "{:?}", out.logs);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+}
+
+// ------------------------------------------------------------------ isolation
+
+#[tokio::test]
+async fn scripts_never_share_globals_modules_or_tmp() {
+    let (rt, _c) = node();
+    let writer = script(
+        Language::Nodejs,
+        "globalThis.secret = 'mine'; require('fs').writeFileSync('/tmp/secret', 'mine'); require('os').secret = 'mod'; return 'w';",
+    );
+    let reader = script(
+        Language::Nodejs,
+        "const fs = require('fs'); return [typeof globalThis.secret, fs.existsSync('/tmp/secret'), require('os').secret === undefined];",
+    );
+    rt.prepare(&writer).await.unwrap();
+    rt.prepare(&reader).await.unwrap();
+    rt.execute(&writer, &event(json!({})), &limits()).await.unwrap();
+    let out = rt.execute(&reader, &event(json!({})), &limits()).await.unwrap();
+    assert_eq!(out.result, json!(["undefined", false, true]));
+}
+
+// ------------------------------------------------------------------ workers
+
+#[tokio::test]
+async fn sigkill_from_outside_gives_a_clear_error_then_recovers() {
+    let (rt, _c) = node();
+    let s = script(Language::Nodejs, "await new Promise((r) => setTimeout(r, 4000)); return 'slow';");
+    rt.prepare(&s).await.unwrap();
+    let pool = rt.pool().unwrap().clone();
+    let key = s.worker_key.clone();
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for pid in pool.worker_pids(&key) {
+            // SAFETY: plain kill(2) on a pid the pool reported.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let limits = Limits { timeout: Duration::from_secs(10), ..limits() };
+    let started = Instant::now();
+    let err = rt.execute(&s, &event(json!({})), &limits).await.unwrap_err();
+    killer.await.unwrap();
+    assert!(matches!(kind(&err), "script" | "internal"), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    // The same session works again (a new worker is specialized).
+    let s2 = lambda_runtime::Script { source: Arc::from("return 'back';"), ..s.clone() };
+    let out = rt.execute(&s2, &event(json!({})), &limits).await.unwrap();
+    assert_eq!(out.result, json!("back"));
+}
+
+#[tokio::test]
+async fn first_execute_after_prepare_is_warm() {
+    let (rt, _c) = node();
+    // Let the blank workers come up, as they do long before a request.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut firsts = Vec::new();
+    let mut warms = Vec::new();
+    for _ in 0..5 {
+        let s = script(Language::Nodejs, "return event.params.a + event.params.b;");
+        rt.prepare(&s).await.unwrap();
+        let t = Instant::now();
+        rt.execute(&s, &event(json!({"a": 1, "b": 2})), &limits()).await.unwrap();
+        firsts.push(t.elapsed());
+        for _ in 0..20 {
+            let t = Instant::now();
+            rt.execute(&s, &event(json!({"a": 1, "b": 2})), &limits()).await.unwrap();
+            warms.push(t.elapsed());
+        }
+        rt.release(&s.worker_key).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    firsts.sort();
+    warms.sort();
+    let first = firsts[firsts.len() / 2];
+    let warm = warms[warms.len() / 2];
+    println!("nodejs first execute (median) {first:?}, warm execute (median) {warm:?}");
+    // A process start costs ~50-100 ms; a warm execute well under 1 ms.
+    assert!(first < Duration::from_millis(20), "first execute {first:?} is not warm (warm {warm:?})");
+}
+
+#[tokio::test]
+async fn busy_when_every_worker_is_taken() {
+    let config = lambda_runtime::RuntimeConfig {
+        blank_workers_per_language: 0,
+        max_workers_per_language: 1,
+        queue_wait: Duration::from_millis(300),
+        ..support::config()
+    };
+    let rt = runtime(Language::Nodejs, &config);
+    let slow = script(Language::Nodejs, "await new Promise((r) => setTimeout(r, 1500)); return 1;");
+    rt.prepare(&slow).await.unwrap();
+    let rt2 = Arc::clone(&rt);
+    let slow2 = slow.clone();
+    let running = tokio::spawn(async move { rt2.execute(&slow2, &event(json!({})), &limits()).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let other = script(Language::Nodejs, "return 2;");
+    let err = rt.execute(&other, &event(json!({})), &limits()).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::Busy { language: Language::Nodejs, .. }), "{err:?}");
+    assert_eq!(running.await.unwrap().unwrap().result, json!(1));
+    // Once the slow one is idle, it is evicted (LRU) for the new script.
+    assert_eq!(rt.execute(&other, &event(json!({})), &limits()).await.unwrap().result, json!(2));
+    assert!(rt.pool().unwrap().worker_pids(&slow.worker_key).is_empty());
+}
+
+#[tokio::test]
+async fn lru_eviction_release_and_cap() {
+    let config = lambda_runtime::RuntimeConfig {
+        blank_workers_per_language: 1,
+        max_workers_per_language: 3,
+        ..support::config()
+    };
+    let rt = runtime(Language::Nodejs, &config);
+    let pool = rt.pool().unwrap().clone();
+    let scripts: Vec<_> = (0..5).map(|i| script(Language::Nodejs, &format!("return {i};"))).collect();
+    for (i, s) in scripts.iter().enumerate() {
+        rt.prepare(s).await.unwrap();
+        assert_eq!(rt.execute(s, &event(json!({})), &limits()).await.unwrap().result, json!(i));
+        assert!(pool.workers().len() <= 3, "{:?}", pool.workers());
+    }
+    // The most recent ones are still warm, the oldest were evicted.
+    assert!(pool.worker_pids(&scripts[0].worker_key).is_empty());
+    assert_eq!(pool.worker_pids(&scripts[4].worker_key).len(), 1);
+    rt.release(&scripts[4].worker_key).await;
+    assert!(pool.worker_pids(&scripts[4].worker_key).is_empty());
+    // Evicted scripts still run (re-specialized on demand).
+    assert_eq!(rt.execute(&scripts[0], &event(json!({})), &limits()).await.unwrap().result, json!(0));
+}
+
+#[tokio::test]
+async fn concurrent_executes_of_one_script() {
+    let (rt, _c) = node();
+    let s = script(Language::Nodejs, "await new Promise((r) => setTimeout(r, 20)); return event.params.i;");
+    rt.prepare(&s).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let rt = Arc::clone(&rt);
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { rt.execute(&s, &event(json!({"i": i})), &limits()).await }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap().unwrap().result, json!(i));
+    }
+}
+
+#[tokio::test]
+async fn unavailable_without_bwrap_unless_insecure() {
+    let config = lambda_runtime::RuntimeConfig {
+        bwrap_path: "/nonexistent/bwrap".into(),
+        ..support::config()
+    };
+    let rt = runtime(Language::Nodejs, &config);
+    match rt.status() {
+        RuntimeStatus::Unavailable { reason } => assert!(reason.contains("bubblewrap"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let s = script(Language::Nodejs, "return 1;");
+    assert_eq!(kind(&rt.prepare(&s).await.unwrap_err()), "unavailable");
+    assert_eq!(kind(&rt.execute(&s, &event(json!({})), &limits()).await.unwrap_err()), "unavailable");
+
+    let insecure = lambda_runtime::RuntimeConfig { allow_insecure_no_sandbox: true, ..config };
+    let rt = runtime(Language::Nodejs, &insecure);
+    assert_eq!(rt.status(), RuntimeStatus::Ready);
+    assert_eq!(run(&rt, "return 7;", json!({})).await.unwrap().result, json!(7));
+}
+
+#[tokio::test]
+async fn throughput() {
+    let (rt, _c) = node();
+    let s = script(Language::Nodejs, "return event.params.a + event.params.b;");
+    rt.prepare(&s).await.unwrap();
+    let ev = event(json!({"a": 1, "b": 2}));
+    for _ in 0..50 {
+        rt.execute(&s, &ev, &limits()).await.unwrap();
+    }
+    let n = 2000;
+    let t = Instant::now();
+    for _ in 0..n {
+        rt.execute(&s, &ev, &limits()).await.unwrap();
+    }
+    let serial = t.elapsed();
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let rt = Arc::clone(&rt);
+        let s = s.clone();
+        let ev = ev.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..n / 4 {
+                rt.execute(&s, &ev, &limits()).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let parallel = t.elapsed();
+    println!(
+        "nodejs: serial {n} executes in {serial:?} ({:.0}/s, {:?} each); 4 concurrent: {:.0}/s",
+        n as f64 / serial.as_secs_f64(),
+        serial / n,
+        n as f64 / parallel.as_secs_f64()
+    );
+}

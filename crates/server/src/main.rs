@@ -1,0 +1,64 @@
+//! `lambda-microservice`: `serve` (default) runs the HTTP API with its
+//! embedded runtimes; `migrate` applies the database schema and exits.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use lambda_core::Config;
+
+mod access;
+mod runtimes;
+mod serve;
+mod store;
+mod telemetry;
+
+#[derive(Parser)]
+#[command(name = "lambda-microservice", version, about = "Run Node.js, Python, Rust and WebAssembly functions, fast and sandboxed.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default). Configuration comes from the environment; see README.md.
+    Serve,
+    /// Apply the embedded migrations to the configured database, verify the schema, and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_process_env() {
+        Ok(config) => Arc::new(config),
+        Err(error) => {
+            eprintln!("lambda-microservice: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("lambda-microservice: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve::serve(config).await,
+            Command::Migrate => store::open(&config).await.map(|_| {
+                tracing::info!("schema is up to date");
+            }),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("lambda-microservice: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,424 @@
+// Lambda Microservice Node.js worker: runs ONE user script for its whole
+// life, speaking the frame protocol of runtimes/PROTOCOL.md.
+//   fd 3: request frames in, fd 4: response frames out,
+//   fd 1/2: diagnostics only (never results, never user logs).
+// Dependency-free on purpose: it is embedded in the service binary.
+'use strict';
+
+const fs = require('fs');
+const net = require('net');
+const vm = require('vm');
+const util = require('util');
+const { createRequire } = require('module');
+
+const IN_FD = 3;
+const OUT_FD = 4;
+const PROTOCOL = 1;
+
+let filename = 'handler.js';
+let handler = null;
+let style = null;
+// The request being run; console output outside a request (a timer left
+// running after returning) has nowhere to go and is dropped.
+let current = null;
+
+// ---------------------------------------------------------------- frames out
+
+function sendRaw(json) {
+  const payload = Buffer.from(json, 'utf8');
+  const frame = Buffer.allocUnsafe(4 + payload.length);
+  frame.writeUInt32BE(payload.length, 0);
+  payload.copy(frame, 4);
+  let off = 0;
+  while (off < frame.length) {
+    off += fs.writeSync(OUT_FD, frame, off, frame.length - off);
+  }
+}
+
+function send(obj) {
+  sendRaw(JSON.stringify(obj));
+}
+
+// ---------------------------------------------------------------- log capture
+
+function appendLog(text) {
+  const req = current;
+  if (req === null || req.done) return;
+  if (req.truncated) return;
+  const remaining = req.maxLogBytes - req.logBytes;
+  if (remaining <= 0) {
+    req.truncated = true;
+    return;
+  }
+  // A 100 MB string must not be split into lines or measured in full:
+  // characters are at least one byte, so cutting at `remaining` chars first
+  // bounds the work.
+  let s = text.length > remaining ? text.slice(0, remaining) : text;
+  const cut = s.length < text.length;
+  for (const line of s.split('\n')) {
+    const n = Buffer.byteLength(line, 'utf8');
+    if (req.logBytes + n > req.maxLogBytes) {
+      let keep = line.slice(0, Math.max(0, req.maxLogBytes - req.logBytes));
+      while (Buffer.byteLength(keep, 'utf8') > req.maxLogBytes - req.logBytes) {
+        keep = keep.slice(0, -1);
+      }
+      if (keep.length > 0) req.logs.push(keep);
+      req.logBytes = req.maxLogBytes;
+      req.truncated = true;
+      return;
+    }
+    req.logs.push(line);
+    req.logBytes += n;
+  }
+  if (cut) req.truncated = true;
+}
+
+function installConsole() {
+  const fmt = (...args) => appendLog(util.format(...args));
+  for (const name of ['log', 'info', 'debug', 'warn', 'error']) {
+    console[name] = fmt;
+  }
+  console.trace = (...args) => {
+    const err = new Error(util.format(...args));
+    appendLog('Trace: ' + filterStack(err.stack || '', false));
+  };
+  console.dir = (obj, options) => appendLog(util.inspect(obj, options));
+  // process.stdout/stderr.write would reach fd 1/2 (diagnostics); users
+  // expect them to behave like console output, so capture them as well.
+  let partial = '';
+  const write = (chunk, encoding, cb) => {
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    const parts = (partial + text).split('\n');
+    partial = parts.pop();
+    if (partial.length > 65536) {
+      parts.push(partial);
+      partial = '';
+    }
+    for (const p of parts) appendLog(p);
+    if (typeof encoding === 'function') encoding();
+    else if (typeof cb === 'function') cb();
+    return true;
+  };
+  for (const stream of [process.stdout, process.stderr]) {
+    try {
+      stream.write = write;
+    } catch (_) {
+      // stdio getters may throw on odd fds; diagnostics then stay as they are
+    }
+  }
+}
+
+// ---------------------------------------------------------------- errors
+
+function escapeRegExp(s) {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+// Keeps the message lines and only the frames that point into the user's
+// script: wrapper and node-internal frames mean nothing to the user.
+function filterStack(stack, keepMessage = true) {
+  const lines = String(stack).split('\n');
+  const out = [];
+  let inFrames = false;
+  for (const line of lines) {
+    if (/^\s+at /.test(line)) {
+      inFrames = true;
+      if (line.includes(filename + ':')) out.push(line);
+    } else if (!inFrames && keepMessage) {
+      out.push(line);
+    } else if (!inFrames) {
+      out.push(line);
+    }
+  }
+  return out.join('\n');
+}
+
+function userPosition(stack) {
+  const re = new RegExp(escapeRegExp(filename) + ':(\\d+):(\\d+)');
+  const m = re.exec(String(stack));
+  if (!m) return { line: null, column: null };
+  return { line: Number(m[1]), column: Number(m[2]) };
+}
+
+function describe(err) {
+  if (err instanceof Error) {
+    const name = err.name || 'Error';
+    return err.message ? `${name}: ${err.message}` : name;
+  }
+  if (typeof err === 'string') return err;
+  try {
+    const json = JSON.stringify(err);
+    return json === undefined ? String(err) : json;
+  } catch (_) {
+    return String(err);
+  }
+}
+
+function errorKind(err) {
+  if (err instanceof RangeError && /allocation failed|out of memory/i.test(err.message)) {
+    return 'memory';
+  }
+  if (err && (err.code === 'EAGAIN' || err.errno === -11) && /spawn|fork/i.test(String(err.syscall || err.message))) {
+    return 'processes';
+  }
+  return 'script';
+}
+
+function scriptError(err) {
+  const stack = err instanceof Error && err.stack ? filterStack(err.stack) : describe(err);
+  const pos = err instanceof Error ? userPosition(err.stack || '') : { line: null, column: null };
+  return {
+    type: 'error',
+    kind: errorKind(err),
+    message: describe(err),
+    line: pos.line,
+    column: pos.column,
+    stack,
+  };
+}
+
+// V8 reports a syntax error's position in the "file:line\ncode\n   ^^^"
+// header of the stack, not as properties.
+function syntaxPosition(err) {
+  const lines = String(err.stack || '').split('\n');
+  const m = new RegExp('^' + escapeRegExp(filename) + ':(\\d+)$').exec(lines[0] || '');
+  if (!m) return userPosition(err.stack || '');
+  const caret = (lines[2] || '').indexOf('^');
+  return { line: Number(m[1]), column: caret >= 0 ? caret + 1 : null };
+}
+
+function initError(message, err) {
+  const pos = err ? (err instanceof SyntaxError ? syntaxPosition(err) : userPosition(err.stack || '')) : { line: null, column: null };
+  return {
+    type: 'error',
+    kind: 'initialization',
+    message,
+    line: pos.line,
+    column: pos.column,
+    stack: err && err.stack ? filterStack(err.stack) : null,
+  };
+}
+
+// ---------------------------------------------------------------- load
+
+function usesExports(source) {
+  return /\bmodule\s*\.\s*exports\b|\bexports\s*\.\s*[A-Za-z_$]|\bexports\s*\[/.test(source);
+}
+
+// The wrapper opens on its own line and lineOffset -1 shifts it away, so
+// V8's positions are already the user's own lines and columns.
+function compile(prefix, source) {
+  const script = new vm.Script(prefix + '\n' + source + '\n})', {
+    filename,
+    lineOffset: -1,
+  });
+  return script.runInThisContext();
+}
+
+function load(msg) {
+  filename = typeof msg.filename === 'string' && msg.filename ? msg.filename : 'handler.js';
+  const source = String(msg.source || '');
+  const userRequire = createRequire('/tmp/' + filename);
+  globalThis.require = userRequire;
+  let fn;
+  try {
+    if (usesExports(source)) {
+      fn = compile('(function (exports, require, module, __filename, __dirname) {', source);
+    } else {
+      fn = compile('(async function (event) {', source);
+    }
+  } catch (err) {
+    return initError(describe(err), err);
+  }
+
+  if (!usesExports(source)) {
+    handler = fn;
+    style = 'body';
+    return { type: 'loaded', style };
+  }
+
+  const module = { exports: {} };
+  try {
+    fn.call(module.exports, module.exports, userRequire, module, '/tmp/' + filename, '/tmp');
+  } catch (err) {
+    return initError(describe(err), err);
+  }
+  const exported = module.exports;
+  if (typeof exported === 'function') {
+    handler = exported;
+  } else if (exported && typeof exported.handler === 'function') {
+    handler = exported.handler.bind(exported);
+    handler.declaredLength = exported.handler.length;
+  } else {
+    return initError(
+      'the script defines no handler: use module.exports = async (event) => ..., exports.handler = ... or a function body that returns the result',
+      null,
+    );
+  }
+  const arity = handler.declaredLength !== undefined ? handler.declaredLength : handler.length;
+  style = arity >= 2 ? 'callback' : 'module';
+  return { type: 'loaded', style };
+}
+
+// ---------------------------------------------------------------- execute
+
+function invoke(event) {
+  if (style !== 'callback') {
+    return Promise.resolve().then(() => handler(event));
+  }
+  // Callback style: callback(err, value) decides; a promise the function
+  // returns only decides when it rejects or resolves to a value before the
+  // callback is called (the seeded calculator is `async (ctx, cb)`).
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const callback = (err, value) => {
+      if (settled) return;
+      settled = true;
+      if (err !== null && err !== undefined) reject(err);
+      else resolve(value);
+    };
+    let returned;
+    try {
+      returned = handler(event, callback);
+    } catch (err) {
+      callback(err);
+      return;
+    }
+    if (returned && typeof returned.then === 'function') {
+      returned.then(
+        (value) => {
+          if (value !== undefined) callback(null, value);
+        },
+        (err) => callback(err === undefined || err === null ? new Error(String(err)) : err),
+      );
+    }
+  });
+}
+
+function finish(req, response) {
+  if (req.done) return;
+  req.done = true;
+  current = null;
+  response.logs = req.logs;
+  response.logs_truncated = req.truncated;
+  send(response);
+}
+
+function execute(msg) {
+  const req = {
+    logs: [],
+    logBytes: 0,
+    truncated: false,
+    done: false,
+    maxLogBytes: Number(msg.max_log_bytes) || 65536,
+    maxResultBytes: Number(msg.max_result_bytes) || 6 * 1024 * 1024,
+  };
+  current = req;
+  invoke(msg.event).then(
+    (value) => {
+      if (req.done) return;
+      let json;
+      try {
+        json = JSON.stringify(value === undefined ? null : value);
+        if (json === undefined) json = 'null';
+      } catch (err) {
+        finish(req, {
+          type: 'error',
+          kind: errorKind(err) === 'memory' ? 'memory' : 'script',
+          message: 'the result is not JSON-serializable: ' + describe(err),
+          line: null,
+          column: null,
+          stack: null,
+        });
+        return;
+      }
+      // Byte length equals string length for ASCII; only measure precisely
+      // when it could matter.
+      if (json.length > req.maxResultBytes / 3 && Buffer.byteLength(json, 'utf8') > req.maxResultBytes) {
+        finish(req, {
+          type: 'error',
+          kind: 'result_size',
+          message: `the result is ${Buffer.byteLength(json, 'utf8')} bytes, over the limit of ${req.maxResultBytes}`,
+          line: null,
+          column: null,
+          stack: null,
+        });
+        return;
+      }
+      req.done = true;
+      current = null;
+      sendRaw(
+        '{"type":"result","logs_truncated":' +
+          (req.truncated ? 'true' : 'false') +
+          ',"logs":' +
+          JSON.stringify(req.logs) +
+          ',"result":' +
+          json +
+          '}',
+      );
+    },
+    (err) => finish(req, scriptError(err)),
+  );
+}
+
+// An exception escaping a timer or an un-awaited promise belongs to the
+// request in flight, if any; between requests it is dropped so a stray timer
+// cannot kill a warm worker.
+process.on('uncaughtException', (err) => {
+  if (current !== null) finish(current, scriptError(err));
+});
+process.on('unhandledRejection', (err) => {
+  if (current !== null) finish(current, scriptError(err));
+});
+
+// ---------------------------------------------------------------- frames in
+
+function dispatch(payload) {
+  let msg;
+  try {
+    msg = JSON.parse(payload.toString('utf8'));
+  } catch (err) {
+    fs.writeSync(2, 'worker: malformed frame: ' + describe(err) + '\n');
+    process.exit(70);
+  }
+  switch (msg.type) {
+    case 'load':
+      if (handler !== null) {
+        send(initError('this worker already holds a script', null));
+        return;
+      }
+      send(load(msg));
+      return;
+    case 'execute':
+      if (handler === null) {
+        send({ type: 'error', kind: 'script', message: 'no script loaded', line: null, column: null, stack: null });
+        return;
+      }
+      execute(msg);
+      return;
+    default:
+      fs.writeSync(2, 'worker: unknown frame type ' + String(msg.type) + '\n');
+      process.exit(70);
+  }
+}
+
+function main() {
+  installConsole();
+  const input = new net.Socket({ fd: IN_FD, readable: true, writable: false });
+  let buffered = Buffer.alloc(0);
+  input.on('data', (chunk) => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    while (buffered.length >= 4) {
+      const len = buffered.readUInt32BE(0);
+      if (buffered.length < 4 + len) break;
+      const payload = buffered.subarray(4, 4 + len);
+      buffered = buffered.subarray(4 + len);
+      dispatch(payload);
+    }
+  });
+  input.on('end', () => process.exit(0));
+  input.on('error', () => process.exit(0));
+  send({ type: 'ready', protocol: PROTOCOL, runtime: 'node ' + process.version });
+}
+
+main();
