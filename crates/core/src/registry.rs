@@ -39,6 +39,14 @@ pub struct Registry {
 
 pub const MAX_PER_PAGE: u32 = 100;
 
+fn check_tags(tags: Option<&[String]>) -> Result<()> {
+    let tags = tags.unwrap_or_default();
+    if tags.len() > 32 || tags.iter().any(|tag| tag.is_empty() || tag.len() > 64) {
+        return Err(Error::InvalidRequest("tags: at most 32, each 1 to 64 characters".into()));
+    }
+    Ok(())
+}
+
 impl Registry {
     pub fn new(store: Arc<dyn Store>, runtimes: Runtimes, parser: LanguageTitleParser, config: Arc<Config>) -> Self {
         Registry {
@@ -93,9 +101,7 @@ impl Registry {
                 limit: self.config.max_script_size,
             });
         }
-        if source.trim().is_empty() {
-            return Err(Error::InvalidRequest("script_content is empty".into()));
-        }
+        crate::sessions::check_script_text(source)?;
         if let Some(schema) = schema {
             if !schema.is_object() {
                 return Err(Error::InvalidRequest(
@@ -126,6 +132,7 @@ impl Registry {
     pub async fn register(&self, caller: &Caller, draft: FunctionDraft) -> Result<FunctionRecord> {
         Self::require_write(caller)?;
         let parsed = self.parser.parse(&draft.language_title)?;
+        check_tags(draft.tags.as_deref())?;
         let source = draft
             .script_content
             .ok_or_else(|| Error::InvalidRequest("script_content is required".into()))?;
@@ -172,6 +179,7 @@ impl Registry {
     }
 
     pub async fn update(&self, caller: &Caller, language_title: &str, draft: FunctionDraft) -> Result<FunctionRecord> {
+        check_tags(draft.tags.as_deref())?;
         let current = self.owned_function(caller, language_title).await?;
         let source = draft.script_content.clone().unwrap_or_else(|| current.script_content.clone());
         let compile_options = draft

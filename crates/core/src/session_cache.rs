@@ -33,7 +33,7 @@ pub struct LiveSession {
 pub enum Cached {
     Fresh(Arc<LiveSession>),
     /// Present, not expired, but past its revalidation window.
-    Stale,
+    Stale(Arc<LiveSession>),
     Missing,
 }
 
@@ -65,7 +65,7 @@ impl SessionCache {
             return Cached::Missing;
         }
         if session.loaded_at.elapsed() > self.revalidate_after {
-            return Cached::Stale;
+            return Cached::Stale(session);
         }
         Cached::Fresh(session)
     }

@@ -23,6 +23,9 @@ use crate::result_cache::{CacheControl, CacheKey, ResultCache};
 use crate::scripts::{self, build_script, compile_params_schema, has_artifacts, params_schema};
 use crate::session_cache::{Cached, LiveSession, SessionCache};
 
+/// How long a revalidation read may take before the cached copy is used.
+const REVALIDATE_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// The initialize call, as parsed by the API layer.
 #[derive(Debug, Clone, Default)]
 pub struct InitializeRequest {
@@ -85,6 +88,17 @@ pub struct Sessions {
     results: ResultCache,
     batcher: LogBatcher,
     config: Arc<Config>,
+}
+
+/// Text a script must be, whatever its language.
+pub(crate) fn check_script_text(source: &str) -> Result<()> {
+    if source.trim().is_empty() {
+        return Err(Error::InvalidRequest("script_content is empty".into()));
+    }
+    if source.contains('\0') {
+        return Err(Error::InvalidRequest("script_content must not contain NUL characters".into()));
+    }
+    Ok(())
 }
 
 fn valid_request_id(id: &str) -> bool {
@@ -177,6 +191,12 @@ impl Sessions {
             Some(_) => return Err(Error::InvalidRequest("context must be a JSON object".into())),
         };
         let options = self.session_options(&context)?;
+        if context.to_string().contains("\\u0000") {
+            return Err(Error::InvalidRequest("context must not contain NUL characters".into()));
+        }
+        if caller.subject.as_ref().is_some_and(|subject| subject.len() > 128) {
+            return Err(Error::InvalidRequest("the token's subject is longer than 128 characters".into()));
+        }
 
         // Either the caller's own script or a registered function's.
         let mut metadata = Map::new();
@@ -189,9 +209,7 @@ impl Sessions {
                         limit: self.config.max_script_size,
                     });
                 }
-                if source.trim().is_empty() {
-                    return Err(Error::InvalidRequest("script_content is empty".into()));
-                }
+                check_script_text(&source)?;
                 (source, options.compile_options.clone(), None)
             }
             None => {
@@ -387,21 +405,53 @@ impl Sessions {
     async fn live_session(&self, request_id: &str, now: DateTime<Utc>) -> Result<Arc<LiveSession>> {
         match self.cache.get(request_id, now) {
             Cached::Fresh(session) => Ok(session),
-            Cached::Stale | Cached::Missing => {
-                let Some(record) = self.store.get_session(request_id).await? else {
-                    self.cache.remove(request_id);
-                    return Err(Error::session_not_found());
-                };
-                match self.live_from_record(record, now) {
-                    Ok(session) => {
-                        self.cache.insert(session.clone());
-                        Ok(session)
-                    }
-                    Err(error) => {
-                        self.cache.remove(request_id);
-                        Err(error)
+            Cached::Stale(stale) => {
+                match tokio::time::timeout(REVALIDATE_TIMEOUT, self.store.get_session(request_id)).await {
+                    Ok(Ok(record)) => self.refresh(request_id, record, now),
+                    // The database is away: a session we already hold (whose
+                    // expiry we still check) keeps running rather than
+                    // failing, and is trusted for another window so the
+                    // outage costs one bounded wait per window, not per call.
+                    failure => {
+                        let reason = match failure {
+                            Ok(Err(error)) => error.to_string(),
+                            _ => format!("no answer within {} ms", REVALIDATE_TIMEOUT.as_millis()),
+                        };
+                        tracing::warn!(%reason, request_id, "cannot revalidate a cached session; serving it from the cache");
+                        let renewed = Arc::new(LiveSession {
+                            loaded_at: Instant::now(),
+                            ..(*stale).clone()
+                        });
+                        self.cache.insert(renewed.clone());
+                        Ok(renewed)
                     }
                 }
+            }
+            Cached::Missing => {
+                let record = self.store.get_session(request_id).await?;
+                self.refresh(request_id, record, now)
+            }
+        }
+    }
+
+    fn refresh(
+        &self,
+        request_id: &str,
+        record: Option<SessionRecord>,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<LiveSession>> {
+        let Some(record) = record else {
+            self.cache.remove(request_id);
+            return Err(Error::session_not_found());
+        };
+        match self.live_from_record(record, now) {
+            Ok(session) => {
+                self.cache.insert(session.clone());
+                Ok(session)
+            }
+            Err(error) => {
+                self.cache.remove(request_id);
+                Err(error)
             }
         }
     }

@@ -152,10 +152,12 @@ impl RustRuntime {
     }
 
     fn ready(&self) -> Result<&Arc<Ready>, RuntimeError> {
-        self.ready.as_ref().map_err(|reason| RuntimeError::Unavailable {
-            language: Language::Rust,
-            reason: reason.clone(),
-        })
+        self.ready
+            .as_ref()
+            .map_err(|reason| RuntimeError::Unavailable {
+                language: Language::Rust,
+                reason: reason.clone(),
+            })
     }
 
     /// The worker pool, when Rust can run here.
@@ -171,13 +173,15 @@ impl RustRuntime {
     }
 
     fn wasm(&self) -> Result<&Arc<WasmRuntime>, RuntimeError> {
-        self.wasm.as_ref().ok_or_else(|| RuntimeError::Initialization {
-            message: format!(
+        self.wasm
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Initialization {
+                message: format!(
                 "compile_options.target = \"{WASM_TARGET}\" needs the WebAssembly runtime, which \
                  this service was started without"
             ),
-            location: SourceLocation::default(),
-        })
+                location: SourceLocation::default(),
+            })
     }
 
     async fn run_wasm(
@@ -298,8 +302,8 @@ impl Ready {
             Some(Value::String(level)) if level == "debug" => 0,
             Some(other) => {
                 return Err(invalid(format!(
-                    "compile_options.optimization_level must be \"debug\" or \"release\", not {other}"
-                )))
+                "compile_options.optimization_level must be \"debug\" or \"release\", not {other}"
+            )))
             }
         };
         let host = &self.toolchain.host;
@@ -471,7 +475,9 @@ async fn write_executable(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError>
     let io_error = |error: std::io::Error| {
         RuntimeError::Internal(format!("cannot write {}: {error}", path.display()))
     };
-    tokio::fs::write(&temporary, bytes).await.map_err(io_error)?;
+    tokio::fs::write(&temporary, bytes)
+        .await
+        .map_err(io_error)?;
     tokio::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o755))
         .await
         .map_err(io_error)?;
@@ -590,8 +596,11 @@ impl RustProgram {
             &[options.opt_level],
             compile::HARNESS_SOURCE.as_bytes(),
         ]);
-        self.bin_dir
-            .join(if options.wasm { format!("{key}.wasm") } else { key })
+        self.bin_dir.join(if options.wasm {
+            format!("{key}.wasm")
+        } else {
+            key
+        })
     }
 }
 

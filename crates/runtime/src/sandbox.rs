@@ -182,6 +182,11 @@ pub fn bwrap_args(spec: &SandboxSpec) -> Vec<OsString> {
     for s in ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/tmp", "--clearenv"] {
         args.push(s.into());
     }
+    // Tells the worker it is alone in a pid namespace, so it may clean up
+    // with kill(-1) after a request (see PROTOCOL.md).
+    for s in ["--setenv", "LAMBDA_SANDBOX", "bwrap"] {
+        args.push(s.into());
+    }
     for (key, value) in &spec.env {
         args.push("--setenv".into());
         args.push(key.into());

@@ -47,10 +47,10 @@ use self::pipe::{BoundedPipe, OnOverflow};
 /// How often the epoch advances: the granularity of wasm timeouts.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Extra time past the epoch deadline before the caller stops waiting for a
-/// guest blocked in a host call (e.g. `poll_oneoff` sleeping), which epochs
-/// cannot interrupt.
-const HOST_CALL_GRACE: Duration = Duration::from_secs(1);
+/// A guest blocked in a host call (`poll_oneoff` sleeping) is not reached
+/// by epochs; the call's future is dropped (which cancels it) this long
+/// after the timeout, leaving the epoch trap the first say on CPU loops.
+const HOST_WAIT_MARGIN: Duration = Duration::from_millis(50);
 
 /// Sizing of the wasm runtime.
 #[derive(Debug, Clone)]
@@ -208,6 +208,13 @@ enum ModuleSource {
     Binary(Arc<Vec<u8>>),
 }
 
+/// Where a guest run failed: instantiation failures that are neither traps
+/// nor the memory limit are the platform's fault, not the script's.
+enum CallError {
+    Instantiate(wasmtime::Error),
+    Run(wasmtime::Error),
+}
+
 /// Per-execute store data.
 struct CallState {
     wasi: WasiP1Ctx,
@@ -337,7 +344,9 @@ impl WasmEngine {
             .map_err(|error| format!("wasmtime could not start: {error:#}"))?;
 
         let mut linker: Linker<CallState> = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut CallState| {
+        // The async bindings: a guest waiting in a host call is then a
+        // future that the timeout can drop.
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut CallState| {
             &mut state.wasi
         })
         .map_err(|error| format!("could not link WASI preview 1: {error:#}"))?;
@@ -383,7 +392,9 @@ impl WasmEngine {
         // Cranelift takes milliseconds to seconds: not on the reactor.
         let module = tokio::task::spawn_blocking(move || engine.compile(source))
             .await
-            .map_err(|error| RuntimeError::Internal(format!("wasm compile task failed: {error}")))??;
+            .map_err(|error| {
+                RuntimeError::Internal(format!("wasm compile task failed: {error}"))
+            })??;
         let module = Arc::new(module);
         self.modules().insert(key, module.clone());
         Ok(module)
@@ -423,48 +434,42 @@ impl WasmEngine {
         limits: &Limits,
     ) -> Result<Output, RuntimeError> {
         let waiting_since = Instant::now();
-        let permit = match tokio::time::timeout(
-            self.config.queue_wait,
-            self.slots.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_closed)) => {
-                return Err(RuntimeError::Unavailable {
-                    language: Language::Wasm,
-                    reason: "the wasm runtime is shutting down".to_string(),
-                })
-            }
-            Err(_elapsed) => {
-                return Err(RuntimeError::Busy {
-                    language: Language::Wasm,
-                    waited_ms: millis(waiting_since.elapsed()),
-                })
-            }
-        };
+        let permit =
+            match tokio::time::timeout(self.config.queue_wait, self.slots.clone().acquire_owned())
+                .await
+            {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_closed)) => {
+                    return Err(RuntimeError::Unavailable {
+                        language: Language::Wasm,
+                        reason: "the wasm runtime is shutting down".to_string(),
+                    })
+                }
+                Err(_elapsed) => {
+                    return Err(RuntimeError::Busy {
+                        language: Language::Wasm,
+                        waited_ms: millis(waiting_since.elapsed()),
+                    })
+                }
+            };
         let engine = self.clone();
         let input = event_json.to_string();
         let call_limits = limits.clone();
+        let runtime = tokio::runtime::Handle::current();
+        // Guest code runs on a blocking-pool thread, never on the reactor's
+        // workers: a CPU-bound guest must not stall other requests.
         let call = tokio::task::spawn_blocking(move || {
-            // The slot stays taken until the guest has really stopped, even
-            // if the caller below gave up waiting.
-            let _permit = permit;
-            engine.run_blocking(&module, input, &call_limits)
+            let _slot = permit;
+            engine.run_blocking(&runtime, &module, input, &call_limits)
         });
-        match tokio::time::timeout(limits.timeout + HOST_CALL_GRACE, call).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(error)) => Err(RuntimeError::Internal(format!(
-                "wasm execution thread failed: {error}"
-            ))),
-            Err(_elapsed) => Err(RuntimeError::Timeout {
-                timeout_ms: millis(limits.timeout),
-            }),
-        }
+        call.await.map_err(|error| {
+            RuntimeError::Internal(format!("wasm execution thread failed: {error}"))
+        })?
     }
 
     fn run_blocking(
         &self,
+        runtime: &tokio::runtime::Handle,
         module: &LoadedModule,
         input: String,
         limits: &Limits,
@@ -493,20 +498,40 @@ impl WasmEngine {
         store.set_epoch_deadline(epoch_ticks(limits.timeout));
         store.epoch_deadline_trap();
 
-        let instance = module.pre.instantiate(&mut store);
-        let outcome = match instance {
-            Ok(instance) => instance
+        let call = async {
+            let instance = module
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(CallError::Instantiate)?;
+            let start = instance
                 .get_typed_func::<(), ()>(&mut store, "_start")
-                .and_then(|start| start.call(&mut store, ())),
-            Err(error) if error.downcast_ref::<Trap>().is_none() => {
-                if store.data().limiter.denied_memory.is_none() {
-                    return Err(RuntimeError::Internal(format!(
-                        "could not instantiate the wasm module: {error:#}"
-                    )));
-                }
-                Err(error)
+                .map_err(CallError::Run)?;
+            start
+                .call_async(&mut store, ())
+                .await
+                .map_err(CallError::Run)
+        };
+        let timed = runtime.block_on(tokio::time::timeout(
+            limits.timeout + HOST_WAIT_MARGIN,
+            call,
+        ));
+        let outcome = match timed {
+            Err(_elapsed) => {
+                return Err(RuntimeError::Timeout {
+                    timeout_ms: millis(limits.timeout),
+                })
             }
-            Err(trap) => Err(trap),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(CallError::Instantiate(error)))
+                if error.downcast_ref::<Trap>().is_none()
+                    && store.data().limiter.denied_memory.is_none() =>
+            {
+                return Err(RuntimeError::Internal(format!(
+                    "could not instantiate the wasm module: {error:#}"
+                )));
+            }
+            Ok(Err(CallError::Instantiate(error) | CallError::Run(error))) => Err(error),
         };
         let denied_memory = store.data().limiter.denied_memory;
         drop(store);
@@ -555,8 +580,7 @@ impl WasmEngine {
         let (stdout_bytes, _) = stdout.take();
         if stdout_bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(script_error(
-                "the module wrote nothing to stdout; its result JSON is expected there"
-                    .to_string(),
+                "the module wrote nothing to stdout; its result JSON is expected there".to_string(),
                 logs,
             ));
         }

@@ -263,13 +263,28 @@ return { id: execSync('id -u').toString().trim(), shadow: (() => { try { return 
 }
 
 #[tokio::test]
-async fn fork_bomb_is_contained() {
+async fn fork_bomb_is_contained_and_cleaned_up() {
     let (rt, _c) = node();
-    let s = script(Language::Nodejs, "require('child_process').execSync(':(){ :|:& };:', { shell: '/bin/bash', stdio: 'ignore' }); return 1;");
+    let s = script(
+        Language::Nodejs,
+        r#"const fs = require('fs');
+if (event.params.bomb) {
+  require('child_process').execSync(':(){ :|:& };:', { shell: '/bin/bash', stdio: 'ignore' });
+  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).length;
+}
+return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).length;"#,
+    );
     rt.prepare(&s).await.unwrap();
     let limits = Limits { timeout: Duration::from_secs(3), ..limits() };
-    let err = rt.execute(&s, &event(json!({})), &limits).await.unwrap_err();
-    assert!(matches!(kind(&err), "timeout" | "resource_limit" | "script"), "{err:?}");
+    match rt.execute(&s, &event(json!({"bomb": true})), &limits).await {
+        // The bomb forked up to RLIMIT_NPROC inside the sandbox.
+        Ok(out) => assert!(out.result.as_u64().unwrap() > 2, "{out:?}"),
+        Err(err) => assert!(matches!(kind(&err), "timeout" | "resource_limit" | "script"), "{err:?}"),
+    }
+    // Nothing the bomb started survives the request: only bwrap (pid 1)
+    // and the worker are left in the sandbox.
+    let out = rt.execute(&s, &event(json!({})), &limits).await.unwrap();
+    assert_eq!(out.result, json!(2));
     still_works(&rt).await;
 }
 
@@ -396,34 +411,46 @@ async fn sigkill_from_outside_gives_a_clear_error_then_recovers() {
     assert_eq!(out.result, json!("back"));
 }
 
-#[tokio::test]
-async fn first_execute_after_prepare_is_warm() {
-    let (rt, _c) = node();
-    // Let the blank workers come up, as they do long before a request.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+/// Initialize is followed by the first execute one client round trip
+/// later; by then the replacement blank worker that prepare triggered is
+/// starting (a process start costs ~50 ms of CPU on this 2-core machine).
+/// The comparison is fair: the warm baseline is measured after the same
+/// idle gap, on the same worker.
+async fn first_vs_warm(rt: &PooledRuntime, language: Language, source: &str, gap: Duration) -> (Duration, Duration) {
     let mut firsts = Vec::new();
     let mut warms = Vec::new();
     for _ in 0..5 {
-        let s = script(Language::Nodejs, "return event.params.a + event.params.b;");
+        let s = script(language, source);
         rt.prepare(&s).await.unwrap();
+        tokio::time::sleep(gap).await;
         let t = Instant::now();
         rt.execute(&s, &event(json!({"a": 1, "b": 2})), &limits()).await.unwrap();
         firsts.push(t.elapsed());
-        for _ in 0..20 {
+        for _ in 0..3 {
+            tokio::time::sleep(gap).await;
             let t = Instant::now();
             rt.execute(&s, &event(json!({"a": 1, "b": 2})), &limits()).await.unwrap();
             warms.push(t.elapsed());
         }
         rt.release(&s.worker_key).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     firsts.sort();
     warms.sort();
-    let first = firsts[firsts.len() / 2];
-    let warm = warms[warms.len() / 2];
-    println!("nodejs first execute (median) {first:?}, warm execute (median) {warm:?}");
-    // A process start costs ~50-100 ms; a warm execute well under 1 ms.
-    assert!(first < Duration::from_millis(20), "first execute {first:?} is not warm (warm {warm:?})");
+    (firsts[firsts.len() / 2], warms[warms.len() / 2])
+}
+
+#[tokio::test]
+async fn first_execute_after_prepare_is_warm() {
+    let (rt, _c) = node();
+    // Let the blank workers come up, as they do long before a request.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let source = "return event.params.a + event.params.b;";
+    let (first, warm) = first_vs_warm(&rt, Language::Nodejs, source, Duration::from_millis(0)).await;
+    println!("nodejs back-to-back: first execute (median) {first:?}, warm execute (median) {warm:?}");
+    let (first, warm) = first_vs_warm(&rt, Language::Nodejs, source, Duration::from_millis(300)).await;
+    println!("nodejs after a 300 ms gap: first execute (median) {first:?}, warm execute (median) {warm:?}");
+    // A process start costs ~50-100 ms; this proves none happens.
+    assert!(first <= warm * 2 + Duration::from_micros(500), "first execute {first:?} is not warm (warm {warm:?})");
 }
 
 #[tokio::test]

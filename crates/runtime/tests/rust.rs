@@ -81,7 +81,9 @@ async fn run(source: &str, params: Value) -> Result<Output, RuntimeError> {
 }
 
 fn result(outcome: Result<Output, RuntimeError>) -> Result<Value, String> {
-    outcome.map(|output| output.result).map_err(|e| format!("{e:?}"))
+    outcome
+        .map(|output| output.result)
+        .map_err(|e| format!("{e:?}"))
 }
 
 #[tokio::test]
@@ -112,14 +114,20 @@ async fn the_seeded_data_validator_runs_unchanged() {
     );
 
     let empty = runtime
-        .execute(&validator, &event(json!({"data": {}, "rules": ["required"]})), &limits())
+        .execute(
+            &validator,
+            &event(json!({"data": {}, "rules": ["required"]})),
+            &limits(),
+        )
         .await;
     assert_eq!(
         result(empty),
         Ok(json!({"valid": false, "errors": ["Data is required"]}))
     );
 
-    let missing = runtime.execute(&validator, &event(json!({})), &limits()).await;
+    let missing = runtime
+        .execute(&validator, &event(json!({})), &limits())
+        .await;
     assert!(
         matches!(&missing, Err(RuntimeError::Script { message, .. }) if message == "Missing data"),
         "{missing:?}"
@@ -257,9 +265,31 @@ pub fn handler(_event: Value) -> Result<Value, String> { Ok(Value::from(SECRET))
 }
 
 #[tokio::test]
+async fn a_compile_that_never_ends_is_stopped() {
+    // Endless const evaluation keeps rustc busy for ever (the lint that
+    // would stop it is capped like every other lint).
+    let nonce = format!("{:?}", Instant::now());
+    let source = format!(
+        "// {nonce}\nconst SPIN: u64 = {{ let mut i = 0u64; loop {{ i = i.wrapping_add(1); }} }};\npub fn handler(_v: serde_json::Value) -> Result<serde_json::Value, String> {{ Ok(SPIN.into()) }}\n"
+    );
+    let mut quick = config();
+    quick.compile_timeout = Duration::from_secs(3);
+    let runtime = RustRuntime::new(quick, None);
+    let started = Instant::now();
+    let outcome = runtime.prepare(&debug(&source)).await;
+    assert!(
+        matches!(&outcome, Err(RuntimeError::Initialization { message, .. }) if message.contains("longer than 3 s")),
+        "{outcome:?}"
+    );
+    // Includes the one-time serde_json build when this test runs first.
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[tokio::test]
 async fn optimization_levels_are_honoured_and_validated() {
     let runtime = runtime();
-    let source = "pub fn handler(v: serde_json::Value) -> Result<serde_json::Value, String> { Ok(v) }\n";
+    let source =
+        "pub fn handler(v: serde_json::Value) -> Result<serde_json::Value, String> { Ok(v) }\n";
     let release = script(source, json!({"optimization_level": "release"}));
     let debug_build = debug(source);
     let (release_path, debug_path) = (
@@ -286,7 +316,10 @@ async fn optimization_levels_are_honoured_and_validated() {
 #[tokio::test]
 async fn the_wasm_target_runs_through_the_wasm_runtime_or_says_it_is_missing() {
     let runtime = runtime();
-    let validator = script(VALIDATOR, json!({"target": "wasm32-wasip1", "optimization_level": "debug"}));
+    let validator = script(
+        VALIDATOR,
+        json!({"target": "wasm32-wasip1", "optimization_level": "debug"}),
+    );
     let prepared = runtime.prepare(&validator).await;
     let installed = std::process::Command::new("rustc")
         .args(["--print", "sysroot"])
@@ -323,7 +356,9 @@ async fn a_stored_artifact_skips_compiling_even_after_a_restart() {
     let first = runtime();
     // Build serde_json (a one-time cost) before timing the compile.
     let warm = first
-        .prepare(&debug("pub fn handler(v: serde_json::Value) -> Result<serde_json::Value, String> { Ok(v) }\n"))
+        .prepare(&debug(
+            "pub fn handler(v: serde_json::Value) -> Result<serde_json::Value, String> { Ok(v) }\n",
+        ))
         .await;
     assert!(warm.is_ok(), "{warm:?}");
 
@@ -427,7 +462,11 @@ pub fn handler(event: Value) -> Result<Value, String> {
 }
 "#;
 
-async fn attack(runtime: &RustRuntime, script: &Script, name: &str) -> Result<Output, RuntimeError> {
+async fn attack(
+    runtime: &RustRuntime,
+    script: &Script,
+    name: &str,
+) -> Result<Output, RuntimeError> {
     let limits = Limits {
         timeout: Duration::from_secs(3),
         memory_bytes: 128 * 1024 * 1024,
@@ -453,18 +492,27 @@ async fn hostile_rust_is_contained() {
 
     // A child process is possible but sees the same empty sandbox.
     let spawn = attack(&runtime, &script, "spawn").await;
-    let Ok(Output { result: spawned, .. }) = spawn else {
+    let Ok(Output {
+        result: spawned, ..
+    }) = spawn
+    else {
         panic!("{spawn:?}");
     };
     assert_ne!(spawned["status"], json!(0), "{spawned}");
-    assert!(!spawned["stdout"].as_str().unwrap_or("").contains("root:"), "{spawned}");
+    assert!(
+        !spawned["stdout"].as_str().unwrap_or("").contains("root:"),
+        "{spawned}"
+    );
 
     let stdin = attack(&runtime, &script, "stdin").await;
     assert_eq!(result(stdin), Ok(json!({"stdin": ""})));
 
     let started = Instant::now();
     let looped = attack(&runtime, &script, "loop").await;
-    assert!(matches!(looped, Err(RuntimeError::Timeout { .. })), "{looped:?}");
+    assert!(
+        matches!(looped, Err(RuntimeError::Timeout { .. })),
+        "{looped:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(8));
 
     let allocated = attack(&runtime, &script, "allocate").await;
@@ -501,7 +549,10 @@ async fn status_explains_a_missing_compiler() {
     };
     assert!(reason.contains("rustc"), "{reason}");
     let outcome = runtime.prepare(&debug(VALIDATOR)).await;
-    assert!(matches!(outcome, Err(RuntimeError::Unavailable { .. })), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(RuntimeError::Unavailable { .. })),
+        "{outcome:?}"
+    );
 }
 
 /// Warm execute cost of a native Rust worker (the frame round trip).

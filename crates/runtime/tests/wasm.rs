@@ -88,7 +88,9 @@ fn module(body: &str) -> String {
 }
 
 fn echo() -> String {
-    module(r#"(func (export "_start") (call $write (i32.const 1) (i32.const 4096) (call $read_stdin)))"#)
+    module(
+        r#"(func (export "_start") (call $write (i32.const 1) (i32.const 4096) (call $read_stdin)))"#,
+    )
 }
 
 #[tokio::test]
@@ -160,9 +162,17 @@ async fn logs_are_bounded() {
         panic!("{output:?}");
     };
     assert_eq!(output.result, json!(1));
-    let n_log_bytes: usize = output.logs.iter().take(output.logs.len() - 1).map(String::len).sum();
+    let n_log_bytes: usize = output
+        .logs
+        .iter()
+        .take(output.logs.len() - 1)
+        .map(String::len)
+        .sum();
     assert!(n_log_bytes <= 100, "{:?}", output.logs);
-    assert_eq!(output.logs.last().map(String::as_str), Some("[logs truncated at 100 bytes]"));
+    assert_eq!(
+        output.logs.last().map(String::as_str),
+        Some("[logs truncated at 100 bytes]")
+    );
 }
 
 #[tokio::test]
@@ -172,7 +182,9 @@ async fn base64_binary_modules_run() {
         panic!("{binary:?}");
     };
     let encoded = base64::engine::general_purpose::STANDARD.encode(binary);
-    let output = run(&encoded, json!({"k": "v"})).await.map_err(|e| e.to_string());
+    let output = run(&encoded, json!({"k": "v"}))
+        .await
+        .map_err(|e| e.to_string());
     assert_eq!(output.map(|o| o.result), Ok(json!({"k": "v"})));
 }
 
@@ -189,7 +201,38 @@ async fn an_infinite_loop_times_out() {
         matches!(outcome, Err(RuntimeError::Timeout { timeout_ms: 300 })),
         "{outcome:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_guest_sleeping_in_a_host_call_times_out_too() {
+    // poll_oneoff on one relative clock subscription of an hour: epochs
+    // cannot interrupt a host call, dropping the call's future does.
+    // Subscription at 64 (48 bytes): userdata u64, tag u8 = 0 (clock),
+    // clock id u32 at +16 = 1 (monotonic), timeout u64 at +24, precision
+    // u64 at +32, flags u16 at +40 = 0 (relative).
+    let imports = r#"(import "wasi_snapshot_preview1" "poll_oneoff"
+        (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))"#;
+    let body = r#"(func (export "_start")
+        (i32.store (i32.const 80) (i32.const 1))
+        (i64.store (i32.const 88) (i64.const 3600000000000))
+        (drop (call $poll_oneoff (i32.const 64) (i32.const 256) (i32.const 1) (i32.const 512))))"#;
+    let source = format!("(module {imports} {PRELUDE} {body})");
+    let limits = Limits {
+        timeout: Duration::from_millis(300),
+        ..limits()
+    };
+    let started = Instant::now();
+    let outcome = run_with(&source, json!({}), &limits).await;
+    assert!(
+        matches!(outcome, Err(RuntimeError::Timeout { timeout_ms: 300 })),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -381,7 +424,9 @@ async fn the_guest_sees_no_files_no_environment_and_one_argument() {
 #[tokio::test]
 async fn invalid_wat_is_an_initialization_error_with_a_position() {
     let outcome = runtime()
-        .prepare(&script("(module\n  (func (export \"_start\")\n    (i32.bogus)))"))
+        .prepare(&script(
+            "(module\n  (func (export \"_start\")\n    (i32.bogus)))",
+        ))
         .await;
     let Err(RuntimeError::Initialization { message, location }) = outcome else {
         panic!("{outcome:?}");
@@ -405,7 +450,9 @@ async fn a_module_that_does_not_validate_is_an_initialization_error() {
 #[tokio::test]
 async fn a_module_without_start_or_with_foreign_imports_is_refused() {
     let runtime = runtime();
-    let no_start = runtime.prepare(&script(r#"(module (func (export "main")))"#)).await;
+    let no_start = runtime
+        .prepare(&script(r#"(module (func (export "main")))"#))
+        .await;
     assert!(
         matches!(&no_start, Err(RuntimeError::Initialization { message, .. }) if message.contains("_start")),
         "{no_start:?}"
@@ -448,7 +495,10 @@ async fn status_is_ready_and_shutdown_refuses_new_work() {
     let script = script(&echo());
     assert!(runtime.prepare(&script).await.is_ok());
     runtime.shutdown().await;
-    assert!(matches!(runtime.status(), RuntimeStatus::Unavailable { .. }));
+    assert!(matches!(
+        runtime.status(),
+        RuntimeStatus::Unavailable { .. }
+    ));
     let outcome = runtime.execute(&script, "{}", &limits()).await;
     assert!(
         matches!(outcome, Err(RuntimeError::Unavailable { .. })),
@@ -466,11 +516,16 @@ async fn concurrent_executes_do_not_interfere() {
         let runtime = runtime.clone();
         let script = script.clone();
         tasks.push(tokio::spawn(async move {
-            runtime.execute(&script, &json!({"i": i}).to_string(), &limits()).await
+            runtime
+                .execute(&script, &json!({"i": i}).to_string(), &limits())
+                .await
         }));
     }
     for (i, task) in tasks.into_iter().enumerate() {
-        let output = task.await.map_err(|e| e.to_string()).and_then(|o| o.map_err(|e| e.to_string()));
+        let output = task
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|o| o.map_err(|e| e.to_string()));
         assert_eq!(output.map(|o| o.result), Ok(json!({"i": i})));
     }
 }

@@ -35,8 +35,10 @@ const SESSION_COLUMNS: &str = "request_id, language_title, user_id, created_at, 
      last_executed_at, execution_count, status, context, script_content, script_hash, \
      compiled_artifact, compile_options, compile_status, compile_error, metadata";
 
+// COALESCE on tags: the original platform's column allows NULL.
 const FUNCTION_SELECT: &str = "SELECT f.id, f.language, f.title, f.language_title, \
-     f.description, f.schema_definition, f.examples, f.compile_options, f.tags, f.version, \
+     f.description, f.schema_definition, f.examples, f.compile_options, \
+     COALESCE(f.tags, '{}') AS tags, f.version, \
      f.created_by, f.created_at, f.updated_at, COALESCE(s.content, '') AS content \
      FROM meta.functions f LEFT JOIN meta.scripts s ON s.function_id = f.id";
 

@@ -751,3 +751,56 @@ async fn postgres_connect_to_a_dead_server_fails_instead_of_hanging() -> Result<
     ensure!(started.elapsed() < std::time::Duration::from_secs(10));
     Ok(())
 }
+
+/// A database the original platform created and seeded is brought to this
+/// version's schema by `migrate`, keeping its data.
+#[tokio::test]
+async fn postgres_adopts_a_database_of_the_original_platform() -> Result<()> {
+    let database = TestDatabase::create().await?;
+    let store = PostgresStore::connect(database.url()).await?;
+    sqlx::raw_sql(include_str!("fixtures/original_schema.sql"))
+        .execute(store.pool())
+        .await?;
+    sqlx::raw_sql(include_str!(
+        "fixtures/original_V1.0.6__insert_default_functions.sql"
+    ))
+    .execute(store.pool())
+    .await?;
+    sqlx::query(
+        "INSERT INTO meta.sessions (request_id, language_title, expires_at, execution_count) \
+         VALUES ('old-session', 'nodejs-calculator', NOW() + INTERVAL '1 hour', 2)",
+    )
+    .execute(store.pool())
+    .await?;
+
+    store.migrate().await?;
+
+    for (name, script) in SEED_FILES {
+        let function = store.get_function(name).await?.context(name)?;
+        ensure!(function.script_content == script, "{name} script changed");
+        let schema = function.schema.context("schema")?;
+        ensure!(schema["params"]["type"] == "object", "{name}: {schema}");
+    }
+    let old = store.get_session("old-session").await?.context("session")?;
+    ensure!(old.execution_count == 2 && old.status == SessionStatus::Active);
+    store
+        .insert_logs(&[RequestLog {
+            id: Uuid::new_v4(),
+            request_id: "r".repeat(128),
+            language_title: "nodejs-calculator".to_string(),
+            timestamp: now(),
+            client_ip: None,
+            user_id: None,
+            request_headers: None,
+            request_payload: None,
+            response_payload: None,
+            status_code: 200,
+            duration_ms: 1,
+            cached: false,
+            error_details: None,
+            runtime_metrics: None,
+            error: None,
+        }])
+        .await?;
+    Ok(())
+}

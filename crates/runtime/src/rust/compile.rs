@@ -315,36 +315,30 @@ fn sandboxed_rustc(
     ];
     let mut command = match mode {
         SandboxMode::Bubblewrap { bwrap } => {
+            let mut ro_binds = vec![
+                toolchain.sysroot.clone(),
+                deps.dir.clone(),
+                src.to_path_buf(),
+            ];
+            if let Some(linker_dir) = toolchain
+                .linker
+                .parent()
+                .filter(|dir| !dir.starts_with("/usr"))
+            {
+                ro_binds.push(linker_dir.to_path_buf());
+            }
             let spec = SandboxSpec {
                 program: toolchain.rustc.clone(),
                 args: Vec::new(),
-                ro_binds: Vec::new(),
+                ro_binds,
                 env: env.clone(),
                 rlimits: Default::default(),
                 tmp_size_bytes: 512 * 1024 * 1024,
             };
-            let mut args = sandbox::bwrap_args(&spec);
-            // bwrap_args ends with "--"; the binds below come after its
-            // `--tmpfs /tmp`, so they stay visible when the data directory
-            // itself lives under /tmp.
-            args.pop();
-            let mut binds = vec![toolchain.sysroot.clone(), deps.dir.clone(), src.to_path_buf()];
-            if let Some(linker_dir) = toolchain.linker.parent().filter(|dir| !dir.starts_with("/usr")) {
-                binds.push(linker_dir.to_path_buf());
-            }
-            for dir in &binds {
-                args.push("--ro-bind".into());
-                args.push(dir.clone().into_os_string());
-                args.push(dir.clone().into_os_string());
-            }
-            args.push("--bind".into());
-            args.push(out.as_os_str().to_owned());
-            args.push(out.as_os_str().to_owned());
-            args.push("--chdir".into());
-            args.push(src.as_os_str().to_owned());
-            args.push("--".into());
             let mut command = Command::new(bwrap);
-            command.args(args).arg(&toolchain.rustc);
+            command
+                .args(compile_bwrap_args(&spec, out, src))
+                .arg(&toolchain.rustc);
             command.env_clear();
             command
         }
@@ -388,6 +382,30 @@ fn sandboxed_rustc(
     command
 }
 
+/// The shared sandbox's arguments plus what only a compiler needs: one
+/// writable directory for its output, and the script's directory as the
+/// working directory (so diagnostics name `handler.rs`, not a host path).
+/// The writable bind must be mounted before bwrap remounts the root
+/// read-only, so it goes in front of the first `--remount-ro`.
+fn compile_bwrap_args(spec: &SandboxSpec, out: &Path, src: &Path) -> Vec<OsString> {
+    let mut args = sandbox::bwrap_args(spec);
+    let writable: [OsString; 3] = ["--bind".into(), out.into(), out.into()];
+    let at = args
+        .iter()
+        .position(|arg| arg == "--remount-ro")
+        .or_else(|| args.iter().rposition(|arg| arg == "--"))
+        .unwrap_or(args.len());
+    args.splice(at..at, writable);
+    match args.iter().position(|arg| arg == "--chdir") {
+        Some(index) if index + 1 < args.len() => args[index + 1] = src.into(),
+        _ => {
+            let end = args.len().saturating_sub(1);
+            args.splice(end..end, ["--chdir".into(), src.into()]);
+        }
+    }
+    args
+}
+
 /// rustc's failure as the user should see it: the errors' rendered text
 /// and the first error's primary position in the script.
 fn compile_error(
@@ -422,7 +440,9 @@ fn compile_error(
         match primary {
             Some(span) if span["file_name"].as_str() == Some(USER_FILE) => {
                 location = Some(SourceLocation {
-                    line: span["line_start"].as_u64().and_then(|n| u32::try_from(n).ok()),
+                    line: span["line_start"]
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok()),
                     column: span["column_start"]
                         .as_u64()
                         .and_then(|n| u32::try_from(n).ok()),

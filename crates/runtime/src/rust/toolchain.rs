@@ -51,7 +51,12 @@ impl Toolchain {
     pub(crate) fn probe(rustc: &Path) -> Result<Toolchain, String> {
         let verbose = run_sync(rustc, &["-vV"])
             .map_err(|error| format!("rustc ({}) is not usable: {error}", rustc.display()))?;
-        let version = verbose.lines().next().unwrap_or_default().trim().to_string();
+        let version = verbose
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         let host = verbose
             .lines()
             .find_map(|line| line.strip_prefix("host:"))
@@ -175,9 +180,59 @@ pub(crate) async fn build_deps(
             .await
             .map_err(|error| format!("cannot write {}: {error}", project.join(name).display()))?;
     }
+    tracing::info!(
+        target,
+        compiler = %toolchain.version,
+        dir = %project.display(),
+        "building serde_json for Rust scripts (once per compiler version)"
+    );
+    let mut output = run_cargo(toolchain, cargo, &project, target, true, timeout).await?;
+    if !output.status.success() {
+        // Not in cargo's cache: a machine with registry access can still
+        // fetch it once (the lock file pins every version).
+        tracing::warn!(
+            "the script deps are not in cargo's cache; trying once with network access \
+             (run `cargo fetch --manifest-path runtimes/rust/deps/Cargo.toml` at build time)"
+        );
+        output = run_cargo(toolchain, cargo, &project, target, false, timeout).await?;
+    }
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        return Err(format!(
+            "building serde_json for scripts failed (crates must be in cargo's cache: run \
+             `cargo fetch --manifest-path runtimes/rust/deps/Cargo.toml` where the service is \
+             built): {tail}"
+        ));
+    }
+    let rlib = serde_json_rlib(&String::from_utf8_lossy(&output.stdout))
+        .ok_or_else(|| "cargo built the script deps but reported no serde_json rlib".to_string())?;
+    let dir = rlib
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| format!("serde_json rlib {} has no directory", rlib.display()))?;
+    tokio::fs::write(&marker, rlib.to_string_lossy().as_bytes())
+        .await
+        .map_err(|error| format!("cannot write {}: {error}", marker.display()))?;
+    Ok(Deps {
+        serde_json_rlib: rlib,
+        dir,
+    })
+}
+
+async fn run_cargo(
+    toolchain: &Toolchain,
+    cargo: &Path,
+    project: &Path,
+    target: &str,
+    offline: bool,
+    timeout: Duration,
+) -> Result<std::process::Output, String> {
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--release", "--offline", "--locked", "--message-format=json"])
+        .args(["build", "--release", "--locked", "--message-format=json"])
+        .args(offline.then_some("--offline"))
         .args(["--target", target])
         .arg("--manifest-path")
         .arg(project.join("Cargo.toml"))
@@ -193,58 +248,17 @@ pub(crate) async fn build_deps(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    tracing::info!(
-        target,
-        compiler = %toolchain.version,
-        dir = %project.display(),
-        "building serde_json for Rust scripts (once per compiler version)"
-    );
-    let output = match tokio::time::timeout(timeout, command.output()).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(error)) => {
-            return Err(format!(
-                "cannot run cargo ({}) to build serde_json for scripts: {error}",
-                cargo.display()
-            ))
-        }
-        Err(_) => {
-            return Err(format!(
-                "building serde_json for scripts took over {} s",
-                timeout.as_secs()
-            ))
-        }
-    };
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: String = stderr
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
-        return Err(format!(
-            "building serde_json for scripts failed (crates must be in cargo's cache: run \
-             `cargo fetch --manifest-path runtimes/rust/deps/Cargo.toml` where the service is \
-             built): {tail}"
-        ));
+    match tokio::time::timeout(timeout, command.output()).await {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(error)) => Err(format!(
+            "cannot run cargo ({}) to build serde_json for scripts: {error}",
+            cargo.display()
+        )),
+        Err(_) => Err(format!(
+            "building serde_json for scripts took over {} s",
+            timeout.as_secs()
+        )),
     }
-    let rlib = serde_json_rlib(&String::from_utf8_lossy(&output.stdout)).ok_or_else(|| {
-        "cargo built the script deps but reported no serde_json rlib".to_string()
-    })?;
-    let dir = rlib
-        .parent()
-        .map(Path::to_path_buf)
-        .ok_or_else(|| format!("serde_json rlib {} has no directory", rlib.display()))?;
-    tokio::fs::write(&marker, rlib.to_string_lossy().as_bytes())
-        .await
-        .map_err(|error| format!("cannot write {}: {error}", marker.display()))?;
-    Ok(Deps {
-        serde_json_rlib: rlib,
-        dir,
-    })
 }
 
 /// The serde_json rlib from cargo's `--message-format=json` output.

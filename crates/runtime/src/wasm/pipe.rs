@@ -56,7 +56,9 @@ impl BoundedPipe {
     fn lock(&self) -> MutexGuard<'_, PipeBuffer> {
         // A poisoned lock only means another writer panicked mid-append; the
         // bytes are still a valid prefix of what the guest wrote.
-        self.buffer.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.buffer
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// The captured bytes and whether any were dropped.
@@ -143,7 +145,10 @@ impl AsyncWrite for BoundedPipe {
         )))
     }
 
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 

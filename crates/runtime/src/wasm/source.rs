@@ -49,7 +49,12 @@ pub(crate) fn decode(source: &str) -> Result<Vec<u8>, RuntimeError> {
 /// `wat` renders errors as `message\n     --> <anon>:LINE:COL\n ...`; it has
 /// no accessor for the position, so it is read back from the text.
 fn wat_error(rendered: &str) -> RuntimeError {
-    let message = rendered.lines().next().unwrap_or(rendered).trim().to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or(rendered)
+        .trim()
+        .to_string();
     let location = rendered
         .lines()
         .find_map(|line| line.trim().strip_prefix("-->"))

@@ -5,6 +5,8 @@
 use std::path::Path;
 
 use lambda_testkit::postgres::TestDatabase;
+pub mod proxy;
+
 pub use lambda_testkit::service::{ServiceOptions, TestService};
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -1,6 +1,8 @@
 -- The original platform's schema (meta.functions, meta.scripts, meta.sessions,
 -- public.request_logs, public.error_logs) plus the columns this version adds:
 -- functions.compile_options and the session compile/artifact columns.
+-- Indexes are created in 0002, after it adds columns an original-platform
+-- database lacks.
 CREATE SCHEMA IF NOT EXISTS meta;
 
 CREATE TABLE IF NOT EXISTS meta.functions (
@@ -19,9 +21,6 @@ CREATE TABLE IF NOT EXISTS meta.functions (
     tags VARCHAR(64)[] NOT NULL DEFAULT '{}',
     compile_options JSONB
 );
-
-CREATE INDEX IF NOT EXISTS idx_functions_language ON meta.functions (language);
-CREATE INDEX IF NOT EXISTS idx_functions_created_by ON meta.functions (created_by);
 
 CREATE TABLE IF NOT EXISTS meta.scripts (
     function_id UUID PRIMARY KEY REFERENCES meta.functions (id),
@@ -49,11 +48,6 @@ CREATE TABLE IF NOT EXISTS meta.sessions (
     metadata JSONB
 );
 
-CREATE INDEX IF NOT EXISTS idx_sessions_expires_at ON meta.sessions (expires_at);
-CREATE INDEX IF NOT EXISTS idx_sessions_language_title ON meta.sessions (language_title);
-CREATE INDEX IF NOT EXISTS idx_sessions_user_id ON meta.sessions (user_id);
-CREATE INDEX IF NOT EXISTS idx_sessions_script_hash ON meta.sessions (script_hash);
-
 CREATE TABLE IF NOT EXISTS public.request_logs (
     id UUID PRIMARY KEY,
     request_id VARCHAR(128) NOT NULL,
@@ -71,11 +65,6 @@ CREATE TABLE IF NOT EXISTS public.request_logs (
     runtime_metrics JSONB
 );
 
-CREATE INDEX IF NOT EXISTS idx_request_logs_request_id ON public.request_logs (request_id);
-CREATE INDEX IF NOT EXISTS idx_request_logs_timestamp ON public.request_logs (timestamp);
-CREATE INDEX IF NOT EXISTS idx_request_logs_language_title ON public.request_logs (language_title);
-CREATE INDEX IF NOT EXISTS idx_request_logs_user_id ON public.request_logs (user_id);
-
 CREATE TABLE IF NOT EXISTS public.error_logs (
     id UUID PRIMARY KEY,
     request_log_id UUID NOT NULL REFERENCES public.request_logs (id),
@@ -86,6 +75,3 @@ CREATE TABLE IF NOT EXISTS public.error_logs (
     context JSONB
 );
 
-CREATE INDEX IF NOT EXISTS idx_error_logs_request_log_id ON public.error_logs (request_log_id);
-CREATE INDEX IF NOT EXISTS idx_error_logs_error_code ON public.error_logs (error_code);
-CREATE INDEX IF NOT EXISTS idx_error_logs_timestamp ON public.error_logs (timestamp);
