@@ -79,7 +79,10 @@ pub fn execute_frame(
 }
 
 /// Writes a complete frame (as built above) in one call.
-pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> Result<(), FrameError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &[u8],
+) -> Result<(), FrameError> {
     writer.write_all(frame).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             FrameError::Closed
@@ -197,13 +200,27 @@ mod tests {
         let mut reader = &data[..];
         let mut buf = Vec::new();
         let err = read_frame(&mut reader, 999, &mut buf).await.unwrap_err();
-        assert!(matches!(err, FrameError::TooLarge { len: 1000, max: 999 }));
+        assert!(matches!(
+            err,
+            FrameError::TooLarge {
+                len: 1000,
+                max: 999
+            }
+        ));
         assert!(buf.is_empty());
     }
 
     #[test]
     fn error_frames_parse() {
-        let r = parse_response(br#"{"type":"error","kind":"result_size","message":"m","line":null}"#).unwrap();
-        assert!(matches!(r, Response::Error(WorkerError { kind: ErrorKind::ResultSize, .. })));
+        let r =
+            parse_response(br#"{"type":"error","kind":"result_size","message":"m","line":null}"#)
+                .unwrap();
+        assert!(matches!(
+            r,
+            Response::Error(WorkerError {
+                kind: ErrorKind::ResultSize,
+                ..
+            })
+        ));
     }
 }

@@ -36,7 +36,8 @@ impl NodeProgram {
     pub fn from_config(config: &RuntimeConfig) -> Result<Self, String> {
         let node = sandbox::resolve_program(&config.node_path)
             .ok_or_else(|| format!("node ({}) is not installed", config.node_path.display()))?;
-        let worker_dir = pool::install_worker_program(config, "nodejs", "worker.js", WORKER_SOURCE)?;
+        let worker_dir =
+            pool::install_worker_program(config, "nodejs", "worker.js", WORKER_SOURCE)?;
         // node outside /usr (nvm, /opt/node) needs its install prefix bound.
         let mut extra_binds = Vec::new();
         if !node.starts_with("/usr") {
@@ -64,7 +65,11 @@ impl WorkerProgram for NodeProgram {
         "handler.js"
     }
 
-    fn spec(&self, limits: &WorkerLimits, _script: Option<&Script>) -> Result<SandboxSpec, RuntimeError> {
+    fn spec(
+        &self,
+        limits: &WorkerLimits,
+        _script: Option<&Script>,
+    ) -> Result<SandboxSpec, RuntimeError> {
         let heap_mib = (limits.memory_bytes / (1024 * 1024)).max(16);
         let mut ro_binds = self.extra_binds.clone();
         ro_binds.push(self.worker_dir.clone());
@@ -72,7 +77,6 @@ impl WorkerProgram for NodeProgram {
             program: self.node.clone(),
             args: vec![
                 format!("--max-old-space-size={heap_mib}").into(),
-                "--disable-proto=delete".into(),
                 self.worker_dir.join("worker.js").into_os_string(),
             ],
             ro_binds,
@@ -84,7 +88,9 @@ impl WorkerProgram for NodeProgram {
                 ("NODE_ENV".into(), "production".into()),
             ],
             rlimits: Rlimits {
-                address_space_bytes: Some(limits.memory_bytes.saturating_add(ADDRESS_SPACE_HEADROOM)),
+                address_space_bytes: Some(
+                    limits.memory_bytes.saturating_add(ADDRESS_SPACE_HEADROOM),
+                ),
                 data_bytes: None,
                 processes: Some(u64::from(limits.max_processes)),
                 file_size_bytes: Some(self.tmp_size_bytes),
@@ -113,7 +119,11 @@ pub fn runtime(config: &RuntimeConfig) -> Arc<dyn LanguageRuntime> {
 pub fn pooled_runtime(config: &RuntimeConfig) -> Arc<PooledRuntime> {
     let pool = pool::sandbox_mode(config).and_then(|mode| {
         let program = NodeProgram::from_config(config)?;
-        Ok(WorkerPool::new(Arc::new(program), mode, PoolSettings::from(config)))
+        Ok(WorkerPool::new(
+            Arc::new(program),
+            mode,
+            PoolSettings::from(config),
+        ))
     });
     Arc::new(PooledRuntime::new(Language::Nodejs, pool))
 }

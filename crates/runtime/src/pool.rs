@@ -73,7 +73,11 @@ pub trait WorkerProgram: Send + Sync + 'static {
 
     /// The process to start. `script` is `Some` only for programs without
     /// blank workers.
-    fn spec(&self, limits: &WorkerLimits, script: Option<&Script>) -> Result<SandboxSpec, RuntimeError>;
+    fn spec(
+        &self,
+        limits: &WorkerLimits,
+        script: Option<&Script>,
+    ) -> Result<SandboxSpec, RuntimeError>;
 
     /// Recognizes a limit from the tail of a dead worker's stdout/stderr
     /// (e.g. V8's "heap out of memory").
@@ -148,7 +152,8 @@ impl DiagnosticsTail {
                     Ok(n) => {
                         let mut tail = lock(&drain.tail);
                         let chunk = &buf[n.saturating_sub(DIAGNOSTICS_TAIL_BYTES)..n];
-                        let overflow = (tail.len() + chunk.len()).saturating_sub(DIAGNOSTICS_TAIL_BYTES);
+                        let overflow =
+                            (tail.len() + chunk.len()).saturating_sub(DIAGNOSTICS_TAIL_BYTES);
                         let n_drop = overflow.min(tail.len());
                         tail.drain(..n_drop);
                         tail.extend(chunk);
@@ -182,7 +187,9 @@ impl DiagnosticsTail {
 /// A poisoned lock only means another task panicked mid-update of plain
 /// counters; carrying on beats taking the whole runtime down.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct Worker {
@@ -207,7 +214,9 @@ impl Worker {
     /// tail of its diagnostics.
     async fn death_error(&mut self, program: &dyn WorkerProgram) -> (RuntimeError, &'static str) {
         let status = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
-        self.diagnostics.wait_finished(Duration::from_millis(500)).await;
+        self.diagnostics
+            .wait_finished(Duration::from_millis(500))
+            .await;
         let tail = self.diagnostics.text();
         if let Some(kind) = program.crash_kind(&tail) {
             return (
@@ -292,7 +301,12 @@ impl State {
         let (key, index) = self
             .idle
             .iter()
-            .flat_map(|(key, workers)| workers.iter().enumerate().map(move |(i, w)| (key, i, w.last_used)))
+            .flat_map(|(key, workers)| {
+                workers
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, w)| (key, i, w.last_used))
+            })
             .min_by_key(|(_, _, used)| *used)
             .map(|(key, i, _)| (Arc::clone(key), i))?;
         let workers = self.idle.get_mut(&key)?;
@@ -408,9 +422,12 @@ impl Inner {
         let n_idle = state.n_idle();
         let n_starting = state.n_live.saturating_sub(n_blank + n_idle + state.n_busy);
         let language = self.language;
-        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "blank").set(n_blank as f64);
-        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "idle").set(n_idle as f64);
-        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "busy").set(state.n_busy as f64);
+        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "blank")
+            .set(n_blank as f64);
+        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "idle")
+            .set(n_idle as f64);
+        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "busy")
+            .set(state.n_busy as f64);
         metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "starting")
             .set(n_starting as f64);
     }
@@ -433,7 +450,12 @@ impl Inner {
 
     /// Kills a worker that is no longer counted anywhere but in `n_live`.
     fn kill_process(&self, mut worker: Worker, reason: &'static str) {
-        tracing::debug!(language = self.language, pid = worker.pid, reason, "killing worker");
+        tracing::debug!(
+            language = self.language,
+            pid = worker.pid,
+            reason,
+            "killing worker"
+        );
         self.count_kill(reason);
         // SIGKILL now; tokio reaps the process in the background once the
         // handle is dropped (kill_on_drop is set).
@@ -528,11 +550,17 @@ impl Inner {
     }
 
     /// Starts a process and waits for its `ready` frame.
-    async fn start_worker(&self, limits: WorkerLimits, script: Option<&Script>) -> Result<Worker, RuntimeError> {
+    async fn start_worker(
+        &self,
+        limits: WorkerLimits,
+        script: Option<&Script>,
+    ) -> Result<Worker, RuntimeError> {
         let spec = self.program.spec(&limits, script)?;
-        let process = sandbox::spawn(&self.mode, &spec)
-            .map_err(|e| RuntimeError::Internal(format!("starting a {} worker failed: {e}", self.language)))?;
-        metrics::counter!("lambda_runtime_worker_spawns_total", "language" => self.language).increment(1);
+        let process = sandbox::spawn(&self.mode, &spec).map_err(|e| {
+            RuntimeError::Internal(format!("starting a {} worker failed: {e}", self.language))
+        })?;
+        metrics::counter!("lambda_runtime_worker_spawns_total", "language" => self.language)
+            .increment(1);
         let pid = process.child.id().unwrap_or(0);
         let diagnostics = DiagnosticsTail::start(process.diagnostics);
         let mut worker = Worker {
@@ -554,25 +582,37 @@ impl Inner {
         .await;
         let failure = match ready {
             Ok(Ok(())) => match frame::parse_response(&worker.buf) {
-                Ok(Response::Ready { protocol, .. }) if protocol == frame::PROTOCOL_VERSION => return Ok(worker),
+                Ok(Response::Ready { protocol, .. }) if protocol == frame::PROTOCOL_VERSION => {
+                    return Ok(worker)
+                }
                 Ok(other) => format!("sent {other:?} instead of ready"),
                 Err(e) => e.to_string(),
             },
             Ok(Err(e)) => {
                 let _ = tokio::time::timeout(Duration::from_secs(2), worker.child.wait()).await;
-                worker.diagnostics.wait_finished(Duration::from_millis(500)).await;
+                worker
+                    .diagnostics
+                    .wait_finished(Duration::from_millis(500))
+                    .await;
                 format!("{e}: {}", last_line(&worker.diagnostics.text()))
             }
             Err(_) => format!("was not ready within {:?}", self.settings.start_timeout),
         };
         self.count_kill("start_failed");
         let _ = worker.child.start_kill();
-        Err(RuntimeError::Internal(format!("a {} worker failed to start: {failure}", self.language)))
+        Err(RuntimeError::Internal(format!(
+            "a {} worker failed to start: {failure}",
+            self.language
+        )))
     }
 
     /// Loads `script` into a started worker. On failure the worker is
     /// killed (its interpreter may hold half-run top-level code).
-    async fn load(&self, worker: &mut Worker, script: &Script) -> Result<(), (RuntimeError, &'static str)> {
+    async fn load(
+        &self,
+        worker: &mut Worker,
+        script: &Script,
+    ) -> Result<(), (RuntimeError, &'static str)> {
         let request = frame::load_frame(self.program.script_filename(), &script.source)
             .map_err(|e| (RuntimeError::Internal(e.to_string()), "protocol"))?;
         let exchange = async {
@@ -601,7 +641,10 @@ impl Inner {
                 };
                 Err((error, reason))
             }
-            Ok(Err(e)) => Err((RuntimeError::Internal(format!("loading a script: {e}")), "protocol")),
+            Ok(Err(e)) => Err((
+                RuntimeError::Internal(format!("loading a script: {e}")),
+                "protocol",
+            )),
             Ok(Ok(())) => match frame::parse_response(&worker.buf) {
                 Ok(Response::Loaded { .. }) => {
                     worker.key = Some(Arc::from(script.worker_key.as_str()));
@@ -627,7 +670,11 @@ impl Inner {
     }
 
     /// A worker specialized for `script`, ready for one request.
-    async fn checkout(self: &Arc<Self>, script: &Script, limits: WorkerLimits) -> Result<Lease, RuntimeError> {
+    async fn checkout(
+        self: &Arc<Self>,
+        script: &Script,
+        limits: WorkerLimits,
+    ) -> Result<Lease, RuntimeError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.settings.queue_wait;
         let key: Arc<str> = Arc::from(script.worker_key.as_str());
@@ -664,7 +711,8 @@ impl Inner {
                     None if state.loading.get(&key).copied().unwrap_or(0) > 0 => Plan::Wait,
                     None => {
                         let mut blank = None;
-                        while let Some(index) = state.blank.iter().rposition(|w| w.limits == limits) {
+                        while let Some(index) = state.blank.iter().rposition(|w| w.limits == limits)
+                        {
                             let mut worker = state.blank.swap_remove(index);
                             if worker.is_dead() {
                                 state.n_live = state.n_live.saturating_sub(1);
@@ -677,7 +725,8 @@ impl Inner {
                         }
                         if let Some(worker) = blank {
                             Plan::Load(worker)
-                        } else if state.n_blank_starting > 0 && limits == self.settings.spawn_limits {
+                        } else if state.n_blank_starting > 0 && limits == self.settings.spawn_limits
+                        {
                             // A blank worker is about to be ready: waiting
                             // for it is no slower than starting another.
                             Plan::Wait
@@ -694,7 +743,9 @@ impl Inner {
                             )
                             .increment(1);
                             Plan::Spawn
-                        } else if let Some(index) = state.blank.iter().position(|w| w.limits != limits) {
+                        } else if let Some(index) =
+                            state.blank.iter().position(|w| w.limits != limits)
+                        {
                             // A blank worker with other limits is worth less
                             // than a request that can run now.
                             let victim = state.blank.swap_remove(index);
@@ -769,7 +820,9 @@ impl Inner {
                         armed: true,
                     };
                     let blank_ok = self.program.supports_blank_workers();
-                    let mut worker = self.start_worker(limits, if blank_ok { None } else { Some(script) }).await?;
+                    let mut worker = self
+                        .start_worker(limits, if blank_ok { None } else { Some(script) })
+                        .await?;
                     reservation.armed = false;
                     {
                         let mut state = lock(&self.state);
@@ -831,7 +884,12 @@ fn script_error(error: frame::WorkerError) -> RuntimeError {
     }
 }
 
-async fn exchange(worker: &mut Worker, request: &[u8], limits: &Limits, program: &dyn WorkerProgram) -> Exchange {
+async fn exchange(
+    worker: &mut Worker,
+    request: &[u8],
+    limits: &Limits,
+    program: &dyn WorkerProgram,
+) -> Exchange {
     // Logs travel JSON-escaped (up to 6 bytes per byte for control
     // characters); the bound only has to stop a runaway, not be tight.
     let max_frame = limits
@@ -862,9 +920,13 @@ async fn exchange(worker: &mut Worker, request: &[u8], limits: &Limits, program:
         }
         Ok(Err(FrameError::Malformed(e))) => Exchange::Kill(RuntimeError::Internal(e), "protocol"),
         Ok(Ok(())) => match frame::parse_response(&worker.buf) {
-            Ok(Response::Result { result, logs, .. }) => Exchange::Keep(Ok(Output { result, logs })),
+            Ok(Response::Result { result, logs, .. }) => {
+                Exchange::Keep(Ok(Output { result, logs }))
+            }
             Ok(Response::Error(error)) => match error.kind {
-                ErrorKind::Script | ErrorKind::Initialization => Exchange::Keep(Err(script_error(error))),
+                ErrorKind::Script | ErrorKind::Initialization => {
+                    Exchange::Keep(Err(script_error(error)))
+                }
                 ErrorKind::ResultSize => Exchange::Keep(Err(RuntimeError::ResourceLimit {
                     kind: LimitKind::ResultSize,
                     detail: error.message,
@@ -920,15 +982,27 @@ impl WorkerPool {
     /// Loads `script` into a worker (reporting load errors) and leaves that
     /// worker warm for `script.worker_key`.
     pub async fn prepare(&self, script: &Script) -> Result<(), RuntimeError> {
-        let lease = self.inner.checkout(script, self.inner.settings.spawn_limits).await?;
+        let lease = self
+            .inner
+            .checkout(script, self.inner.settings.spawn_limits)
+            .await?;
         lease.checkin();
         Ok(())
     }
 
-    pub async fn execute(&self, script: &Script, event_json: &str, limits: &Limits) -> Result<Output, RuntimeError> {
-        let request = frame::execute_frame(event_json, limits.max_log_bytes, limits.max_result_bytes)
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
-        let mut lease = self.inner.checkout(script, WorkerLimits::from(limits)).await?;
+    pub async fn execute(
+        &self,
+        script: &Script,
+        event_json: &str,
+        limits: &Limits,
+    ) -> Result<Output, RuntimeError> {
+        let request =
+            frame::execute_frame(event_json, limits.max_log_bytes, limits.max_result_bytes)
+                .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let mut lease = self
+            .inner
+            .checkout(script, WorkerLimits::from(limits))
+            .await?;
         let started = Instant::now();
         let outcome = exchange(lease.worker()?, &request, limits, &*self.inner.program).await;
         let (result, outcome_label) = match outcome {
@@ -1031,10 +1105,12 @@ impl PooledRuntime {
     }
 
     fn available(&self) -> Result<&WorkerPool, RuntimeError> {
-        self.pool.as_ref().map_err(|reason| RuntimeError::Unavailable {
-            language: self.language,
-            reason: reason.clone(),
-        })
+        self.pool
+            .as_ref()
+            .map_err(|reason| RuntimeError::Unavailable {
+                language: self.language,
+                reason: reason.clone(),
+            })
     }
 }
 
@@ -1047,7 +1123,9 @@ impl LanguageRuntime for PooledRuntime {
     fn status(&self) -> RuntimeStatus {
         match &self.pool {
             Ok(_) => RuntimeStatus::Ready,
-            Err(reason) => RuntimeStatus::Unavailable { reason: reason.clone() },
+            Err(reason) => RuntimeStatus::Unavailable {
+                reason: reason.clone(),
+            },
         }
     }
 
@@ -1056,7 +1134,12 @@ impl LanguageRuntime for PooledRuntime {
         Ok(Prepared::default())
     }
 
-    async fn execute(&self, script: &Script, event_json: &str, limits: &Limits) -> Result<Output, RuntimeError> {
+    async fn execute(
+        &self,
+        script: &Script,
+        event_json: &str,
+        limits: &Limits,
+    ) -> Result<Output, RuntimeError> {
         self.available()?.execute(script, event_json, limits).await
     }
 
@@ -1102,13 +1185,22 @@ pub fn install_worker_program(
 ) -> Result<std::path::PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let dir_path = config.work_dir.join(dir);
-    std::fs::create_dir_all(&dir_path)
-        .map_err(|e| format!("cannot create the worker directory {}: {e}", dir_path.display()))?;
+    std::fs::create_dir_all(&dir_path).map_err(|e| {
+        format!(
+            "cannot create the worker directory {}: {e}",
+            dir_path.display()
+        )
+    })?;
     let file_path = dir_path.join(file);
-    std::fs::write(&file_path, contents)
-        .map_err(|e| format!("cannot write the worker program {}: {e}", file_path.display()))?;
+    std::fs::write(&file_path, contents).map_err(|e| {
+        format!(
+            "cannot write the worker program {}: {e}",
+            file_path.display()
+        )
+    })?;
     // Readable by the sandbox's uid, writable by nobody but the service.
     let _ = std::fs::set_permissions(&dir_path, std::fs::Permissions::from_mode(0o755));
     let _ = std::fs::set_permissions(&file_path, std::fs::Permissions::from_mode(0o644));
-    std::fs::canonicalize(&dir_path).map_err(|e| format!("cannot resolve {}: {e}", dir_path.display()))
+    std::fs::canonicalize(&dir_path)
+        .map_err(|e| format!("cannot resolve {}: {e}", dir_path.display()))
 }

@@ -50,12 +50,18 @@ fn resolve_interpreter(python: &std::path::Path) -> Result<(PathBuf, Vec<PathBuf
     }
     let text = String::from_utf8_lossy(&output.stdout);
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let executable = lines
-        .next()
-        .map(PathBuf::from)
-        .ok_or_else(|| format!("python ({}) did not report sys.executable", python.display()))?;
-    let executable = std::fs::canonicalize(&executable)
-        .map_err(|e| format!("cannot resolve the python interpreter {}: {e}", executable.display()))?;
+    let executable = lines.next().map(PathBuf::from).ok_or_else(|| {
+        format!(
+            "python ({}) did not report sys.executable",
+            python.display()
+        )
+    })?;
+    let executable = std::fs::canonicalize(&executable).map_err(|e| {
+        format!(
+            "cannot resolve the python interpreter {}: {e}",
+            executable.display()
+        )
+    })?;
     let mut prefixes = Vec::new();
     for prefix in lines {
         let prefix = std::fs::canonicalize(prefix).unwrap_or_else(|_| PathBuf::from(prefix));
@@ -76,7 +82,8 @@ impl PythonProgram {
     /// is the reason the language is unavailable.
     pub fn from_config(config: &RuntimeConfig) -> Result<Self, String> {
         let (executable, extra_binds) = resolve_interpreter(&config.python_path)?;
-        let worker_dir = pool::install_worker_program(config, "python", "worker.py", WORKER_SOURCE)?;
+        let worker_dir =
+            pool::install_worker_program(config, "python", "worker.py", WORKER_SOURCE)?;
         Ok(PythonProgram {
             executable,
             worker_dir,
@@ -97,7 +104,11 @@ impl WorkerProgram for PythonProgram {
         "handler.py"
     }
 
-    fn spec(&self, limits: &WorkerLimits, _script: Option<&Script>) -> Result<SandboxSpec, RuntimeError> {
+    fn spec(
+        &self,
+        limits: &WorkerLimits,
+        _script: Option<&Script>,
+    ) -> Result<SandboxSpec, RuntimeError> {
         let mut ro_binds = self.extra_binds.clone();
         ro_binds.push(self.worker_dir.clone());
         Ok(SandboxSpec {
@@ -117,7 +128,9 @@ impl WorkerProgram for PythonProgram {
                 ("LANG".into(), "C.UTF-8".into()),
             ],
             rlimits: Rlimits {
-                address_space_bytes: Some(limits.memory_bytes.saturating_add(ADDRESS_SPACE_HEADROOM)),
+                address_space_bytes: Some(
+                    limits.memory_bytes.saturating_add(ADDRESS_SPACE_HEADROOM),
+                ),
                 data_bytes: None,
                 processes: Some(u64::from(limits.max_processes)),
                 file_size_bytes: Some(self.tmp_size_bytes),
@@ -143,7 +156,11 @@ pub fn runtime(config: &RuntimeConfig) -> Arc<dyn LanguageRuntime> {
 pub fn pooled_runtime(config: &RuntimeConfig) -> Arc<PooledRuntime> {
     let pool = pool::sandbox_mode(config).and_then(|mode| {
         let program = PythonProgram::from_config(config)?;
-        Ok(WorkerPool::new(Arc::new(program), mode, PoolSettings::from(config)))
+        Ok(WorkerPool::new(
+            Arc::new(program),
+            mode,
+            PoolSettings::from(config),
+        ))
     });
     Arc::new(PooledRuntime::new(Language::Python, pool))
 }

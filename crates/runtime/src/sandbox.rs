@@ -179,7 +179,15 @@ pub fn bwrap_args(spec: &SandboxSpec) -> Vec<OsString> {
     }
     // The sandbox root and /dev are bwrap's own tmpfs: without this a
     // script could fill memory by writing outside /tmp.
-    for s in ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/tmp", "--clearenv"] {
+    for s in [
+        "--remount-ro",
+        "/",
+        "--remount-ro",
+        "/dev",
+        "--chdir",
+        "/tmp",
+        "--clearenv",
+    ] {
         args.push(s.into());
     }
     // Tells the worker it is alone in a pid namespace, so it may clean up

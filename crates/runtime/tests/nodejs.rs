@@ -6,7 +6,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lambda_runtime::{Language, LanguageRuntime, LimitKind, Limits, PooledRuntime, RuntimeError, RuntimeStatus};
+use lambda_runtime::{
+    Language, LanguageRuntime, LimitKind, Limits, PooledRuntime, RuntimeError, RuntimeStatus,
+};
 use serde_json::{json, Value};
 use support::*;
 
@@ -17,7 +19,11 @@ fn node() -> (Arc<PooledRuntime>, lambda_runtime::RuntimeConfig) {
     (runtime(Language::Nodejs, &config), config)
 }
 
-async fn run(rt: &PooledRuntime, source: &str, params: Value) -> Result<lambda_runtime::Output, RuntimeError> {
+async fn run(
+    rt: &PooledRuntime,
+    source: &str,
+    params: Value,
+) -> Result<lambda_runtime::Output, RuntimeError> {
     let s = script(Language::Nodejs, source);
     rt.prepare(&s).await?;
     rt.execute(&s, &event(params), &limits()).await
@@ -25,7 +31,9 @@ async fn run(rt: &PooledRuntime, source: &str, params: Value) -> Result<lambda_r
 
 /// After any hostile script, a new session with a new script still works.
 async fn still_works(rt: &PooledRuntime) {
-    let out = run(rt, "return event.params.a * 2;", json!({"a": 21})).await.expect("a fresh script runs");
+    let out = run(rt, "return event.params.a * 2;", json!({"a": 21}))
+        .await
+        .expect("a fresh script runs");
     assert_eq!(out.result, json!(42));
 }
 
@@ -33,7 +41,13 @@ async fn still_works(rt: &PooledRuntime) {
 async fn body_style_adds() {
     let (rt, _c) = node();
     assert_eq!(rt.status(), RuntimeStatus::Ready);
-    let out = run(&rt, "return event.params.a + event.params.b;", json!({"a": 5, "b": 3})).await.unwrap();
+    let out = run(
+        &rt,
+        "return event.params.a + event.params.b;",
+        json!({"a": 5, "b": 3}),
+    )
+    .await
+    .unwrap();
     assert_eq!(out.result, json!(8));
 }
 
@@ -57,13 +71,37 @@ async fn callback_style_and_seeded_calculator() {
     let (rt, _c) = node();
     let s = script(Language::Nodejs, CALCULATOR);
     rt.prepare(&s).await.unwrap();
-    for (op, a, b, expected) in [("add", 5, 3, json!(8)), ("subtract", 5, 3, json!(2)), ("multiply", 5, 3, json!(15)), ("divide", 6, 3, json!(2))] {
-        let out = rt.execute(&s, &event(json!({"operation": op, "a": a, "b": b})), &limits()).await.unwrap();
+    for (op, a, b, expected) in [
+        ("add", 5, 3, json!(8)),
+        ("subtract", 5, 3, json!(2)),
+        ("multiply", 5, 3, json!(15)),
+        ("divide", 6, 3, json!(2)),
+    ] {
+        let out = rt
+            .execute(
+                &s,
+                &event(json!({"operation": op, "a": a, "b": b})),
+                &limits(),
+            )
+            .await
+            .unwrap();
         assert_eq!(out.result, json!({ "result": expected }), "{op}");
     }
-    let err = rt.execute(&s, &event(json!({"operation": "divide", "a": 1, "b": 0})), &limits()).await.unwrap_err();
+    let err = rt
+        .execute(
+            &s,
+            &event(json!({"operation": "divide", "a": 1, "b": 0})),
+            &limits(),
+        )
+        .await
+        .unwrap_err();
     match err {
-        RuntimeError::Script { message, location, stack_trace, .. } => {
+        RuntimeError::Script {
+            message,
+            location,
+            stack_trace,
+            ..
+        } => {
             assert!(message.contains("Division by zero"), "{message}");
             assert_eq!(location.line, Some(18), "line of the throw in the seed");
             let stack = stack_trace.unwrap_or_default();
@@ -73,10 +111,25 @@ async fn callback_style_and_seeded_calculator() {
         other => panic!("expected a script error, got {other:?}"),
     }
     // A plain (non-async) callback handler, calling back later.
-    let out = run(&rt, "module.exports = (event, cb) => setTimeout(() => cb(null, event.params.x), 5);", json!({"x": "later"})).await.unwrap();
+    let out = run(
+        &rt,
+        "module.exports = (event, cb) => setTimeout(() => cb(null, event.params.x), 5);",
+        json!({"x": "later"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(out.result, json!("later"));
-    let err = run(&rt, "exports.handler = (event, callback) => callback(new Error('nope'));", json!({})).await.unwrap_err();
-    assert!(matches!(&err, RuntimeError::Script { message, .. } if message == "Error: nope"), "{err:?}");
+    let err = run(
+        &rt,
+        "exports.handler = (event, callback) => callback(new Error('nope'));",
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::Script { message, .. } if message == "Error: nope"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -91,13 +144,21 @@ async fn readme_custom_example() {
     .unwrap();
     assert_eq!(out.result["status"], "success");
     assert_eq!(out.result["data"], json!({"k": "v"}));
-    assert!(out.result["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(out.result["timestamp"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
 }
 
 #[tokio::test]
 async fn event_carries_context_request_id_and_title() {
     let (rt, _c) = node();
-    let out = run(&rt, "return [event.context.user_id, event.request_id, event.language_title];", json!({})).await.unwrap();
+    let out = run(
+        &rt,
+        "return [event.context.user_id, event.request_id, event.language_title];",
+        json!({}),
+    )
+    .await
+    .unwrap();
     assert_eq!(out.result, json!(["u1", "req-1", "test-fn"]));
 }
 
@@ -116,7 +177,17 @@ return "ok";
 "#;
     let out = run(&rt, source, json!({})).await.unwrap();
     assert_eq!(out.result, json!("ok"));
-    assert_eq!(out.logs, vec!["log 1 { a: 1 }", "info", "warn", "error", "second line", "raw stdout"]);
+    assert_eq!(
+        out.logs,
+        vec![
+            "log 1 { a: 1 }",
+            "info",
+            "warn",
+            "error",
+            "second line",
+            "raw stdout"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -134,7 +205,10 @@ async fn syntax_error_is_an_initialization_error_in_user_coordinates() {
     let s = script(Language::Nodejs, "module.exports = { notAHandler: 1 };");
     assert_eq!(kind(&rt.prepare(&s).await.unwrap_err()), "initialization");
     // Top-level code of a module that throws at load time.
-    let s = script(Language::Nodejs, "\nthrow new Error('at load');\nmodule.exports = () => 1;");
+    let s = script(
+        Language::Nodejs,
+        "\nthrow new Error('at load');\nmodule.exports = () => 1;",
+    );
     match rt.prepare(&s).await.unwrap_err() {
         RuntimeError::Initialization { location, .. } => assert_eq!(location.line, Some(2)),
         other => panic!("{other:?}"),
@@ -147,20 +221,33 @@ async fn exception_reports_user_line_column_and_filtered_stack() {
     let (rt, _c) = node();
     let source = "function inner(x) {\n  return x.missing.field;\n}\nreturn inner({});";
     match run(&rt, source, json!({})).await.unwrap_err() {
-        RuntimeError::Script { message, location, stack_trace, logs } => {
+        RuntimeError::Script {
+            message,
+            location,
+            stack_trace,
+            logs,
+        } => {
             assert!(message.starts_with("TypeError"), "{message}");
             assert_eq!(location.line, Some(2));
             assert_eq!(location.column, Some(20));
             let stack = stack_trace.unwrap();
             assert!(stack.contains("at inner (handler.js:2:20)"), "{stack}");
-            assert!(!stack.contains("worker.js") && !stack.contains("node:"), "{stack}");
+            assert!(
+                !stack.contains("worker.js") && !stack.contains("node:"),
+                "{stack}"
+            );
             assert!(logs.is_empty());
         }
         other => panic!("{other:?}"),
     }
     // Throwing a non-Error value.
-    let err = run(&rt, "throw 'plain string';", json!({})).await.unwrap_err();
-    assert!(matches!(&err, RuntimeError::Script { message, .. } if message == "plain string"), "{err:?}");
+    let err = run(&rt, "throw 'plain string';", json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::Script { message, .. } if message == "plain string"),
+        "{err:?}"
+    );
 }
 
 // ------------------------------------------------------------------ hostile
@@ -192,7 +279,10 @@ return {
     assert_eq!(r["cargo"], "ENOENT");
     assert_eq!(r["root"], "ENOENT");
     assert!(!r["env"].as_str().unwrap().contains("sentinel-value-42"));
-    assert!(!r["environ1"].as_str().unwrap_or("").contains("sentinel-value-42"));
+    assert!(!r["environ1"]
+        .as_str()
+        .unwrap_or("")
+        .contains("sentinel-value-42"));
     assert_eq!(r["uid"], 65534);
     assert!(r["pids"].as_u64().unwrap() <= 3, "sees host processes: {r}");
     still_works(&rt).await;
@@ -220,11 +310,20 @@ return out;
             assert_eq!(value, "fine");
         } else {
             assert_ne!(value, "written", "{path} was writable: {}", out.result);
-            assert!(!std::path::Path::new(path).exists(), "{path} exists on the host");
+            assert!(
+                !std::path::Path::new(path).exists(),
+                "{path} exists on the host"
+            );
         }
     }
     // The tmpfs is size-capped.
-    let err = run(&rt, "require('fs').writeFileSync('/tmp/big', Buffer.alloc(200 * 1024 * 1024)); return 1;", json!({})).await.unwrap_err();
+    let err = run(
+        &rt,
+        "require('fs').writeFileSync('/tmp/big', Buffer.alloc(200 * 1024 * 1024)); return 1;",
+        json!({}),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(kind(&err), "script" | "resource_limit"), "{err:?}");
     still_works(&rt).await;
 }
@@ -275,11 +374,17 @@ if (event.params.bomb) {
 return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).length;"#,
     );
     rt.prepare(&s).await.unwrap();
-    let limits = Limits { timeout: Duration::from_secs(3), ..limits() };
+    let limits = Limits {
+        timeout: Duration::from_secs(3),
+        ..limits()
+    };
     match rt.execute(&s, &event(json!({"bomb": true})), &limits).await {
         // The bomb forked up to RLIMIT_NPROC inside the sandbox.
         Ok(out) => assert!(out.result.as_u64().unwrap() > 2, "{out:?}"),
-        Err(err) => assert!(matches!(kind(&err), "timeout" | "resource_limit" | "script"), "{err:?}"),
+        Err(err) => assert!(
+            matches!(kind(&err), "timeout" | "resource_limit" | "script"),
+            "{err:?}"
+        ),
     }
     // Nothing the bomb started survives the request: only bwrap (pid 1)
     // and the worker are left in the sandbox.
@@ -293,10 +398,19 @@ async fn infinite_loop_times_out_and_the_worker_is_replaced() {
     let (rt, _c) = node();
     let s = script(Language::Nodejs, "while (true) {}");
     rt.prepare(&s).await.unwrap();
-    let limits = Limits { timeout: Duration::from_millis(500), ..limits() };
+    let limits = Limits {
+        timeout: Duration::from_millis(500),
+        ..limits()
+    };
     let started = Instant::now();
-    let err = rt.execute(&s, &event(json!({})), &limits).await.unwrap_err();
-    assert!(matches!(err, RuntimeError::Timeout { timeout_ms: 500 }), "{err:?}");
+    let err = rt
+        .execute(&s, &event(json!({})), &limits)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::Timeout { timeout_ms: 500 }),
+        "{err:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
     still_works(&rt).await;
 }
@@ -304,10 +418,40 @@ async fn infinite_loop_times_out_and_the_worker_is_replaced() {
 #[tokio::test]
 async fn memory_limit() {
     let (rt, _c) = node();
-    let err = run(&rt, "const b = Buffer.alloc(2 * 1024 * 1024 * 1024, 1); return b.length;", json!({})).await.unwrap_err();
-    assert!(matches!(err, RuntimeError::ResourceLimit { kind: LimitKind::Memory, .. }), "{err:?}");
-    let err = run(&rt, "const a = []; for (;;) a.push(new Array(100000).fill(1.5));", json!({})).await.unwrap_err();
-    assert!(matches!(err, RuntimeError::ResourceLimit { kind: LimitKind::Memory, .. }), "{err:?}");
+    let err = run(
+        &rt,
+        "const b = Buffer.alloc(2 * 1024 * 1024 * 1024, 1); return b.length;",
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::ResourceLimit {
+                kind: LimitKind::Memory,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = run(
+        &rt,
+        "const a = []; for (;;) a.push(new Array(100000).fill(1.5));",
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::ResourceLimit {
+                kind: LimitKind::Memory,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     still_works(&rt).await;
 }
 
@@ -327,20 +471,44 @@ async fn printing_100_mb_is_truncated_not_buffered() {
 #[tokio::test]
 async fn returning_100_mb_is_a_result_size_error() {
     let (rt, _c) = node();
-    let err = run(&rt, "return 'x'.repeat(100 * 1024 * 1024);", json!({})).await.unwrap_err();
+    let err = run(&rt, "return 'x'.repeat(100 * 1024 * 1024);", json!({}))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err, RuntimeError::ResourceLimit { kind: LimitKind::ResultSize | LimitKind::Memory, .. }),
+        matches!(
+            err,
+            RuntimeError::ResourceLimit {
+                kind: LimitKind::ResultSize | LimitKind::Memory,
+                ..
+            }
+        ),
         "{err:?}"
     );
-    let err = run(&rt, "return 'x'.repeat(7 * 1024 * 1024);", json!({})).await.unwrap_err();
-    assert!(matches!(err, RuntimeError::ResourceLimit { kind: LimitKind::ResultSize, .. }), "{err:?}");
+    let err = run(&rt, "return 'x'.repeat(7 * 1024 * 1024);", json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::ResourceLimit {
+                kind: LimitKind::ResultSize,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     still_works(&rt).await;
 }
 
 #[tokio::test]
 async fn exiting_or_killing_the_worker_is_a_script_error() {
     let (rt, _c) = node();
-    for source in ["process.exit(3);", "process.exit();", "process.kill(process.pid, 'SIGKILL');", "process.abort();"] {
+    for source in [
+        "process.exit(3);",
+        "process.exit();",
+        "process.kill(process.pid, 'SIGKILL');",
+        "process.abort();",
+    ] {
         let err = run(&rt, source, json!({})).await.unwrap_err();
         assert_eq!(kind(&err), "script", "{source}: {err:?}");
         still_works(&rt).await;
@@ -378,8 +546,13 @@ async fn scripts_never_share_globals_modules_or_tmp() {
     );
     rt.prepare(&writer).await.unwrap();
     rt.prepare(&reader).await.unwrap();
-    rt.execute(&writer, &event(json!({})), &limits()).await.unwrap();
-    let out = rt.execute(&reader, &event(json!({})), &limits()).await.unwrap();
+    rt.execute(&writer, &event(json!({})), &limits())
+        .await
+        .unwrap();
+    let out = rt
+        .execute(&reader, &event(json!({})), &limits())
+        .await
+        .unwrap();
     assert_eq!(out.result, json!(["undefined", false, true]));
 }
 
@@ -388,7 +561,10 @@ async fn scripts_never_share_globals_modules_or_tmp() {
 #[tokio::test]
 async fn sigkill_from_outside_gives_a_clear_error_then_recovers() {
     let (rt, _c) = node();
-    let s = script(Language::Nodejs, "await new Promise((r) => setTimeout(r, 4000)); return 'slow';");
+    let s = script(
+        Language::Nodejs,
+        "await new Promise((r) => setTimeout(r, 4000)); return 'slow';",
+    );
     rt.prepare(&s).await.unwrap();
     let pool = rt.pool().unwrap().clone();
     let key = s.worker_key.clone();
@@ -399,44 +575,29 @@ async fn sigkill_from_outside_gives_a_clear_error_then_recovers() {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     });
-    let limits = Limits { timeout: Duration::from_secs(10), ..limits() };
+    let limits = Limits {
+        timeout: Duration::from_secs(10),
+        ..limits()
+    };
     let started = Instant::now();
-    let err = rt.execute(&s, &event(json!({})), &limits).await.unwrap_err();
+    let err = rt
+        .execute(&s, &event(json!({})), &limits)
+        .await
+        .unwrap_err();
     killer.await.unwrap();
     assert!(matches!(kind(&err), "script" | "internal"), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     // The same session works again (a new worker is specialized).
-    let s2 = lambda_runtime::Script { source: Arc::from("return 'back';"), ..s.clone() };
+    let s2 = lambda_runtime::Script {
+        source: Arc::from("return 'back';"),
+        ..s.clone()
+    };
     let out = rt.execute(&s2, &event(json!({})), &limits).await.unwrap();
     assert_eq!(out.result, json!("back"));
-}
-
-/// Initialize is followed by the first execute one client round trip
-/// later; by then the replacement blank worker that prepare triggered is
-/// starting (a process start costs ~50 ms of CPU on this 2-core machine).
-/// The comparison is fair: the warm baseline is measured after the same
-/// idle gap, on the same worker.
-async fn first_vs_warm(rt: &PooledRuntime, language: Language, source: &str, gap: Duration) -> (Duration, Duration) {
-    let mut firsts = Vec::new();
-    let mut warms = Vec::new();
-    for _ in 0..5 {
-        let s = script(language, source);
-        rt.prepare(&s).await.unwrap();
-        tokio::time::sleep(gap).await;
-        let t = Instant::now();
-        rt.execute(&s, &event(json!({"a": 1, "b": 2})), &limits()).await.unwrap();
-        firsts.push(t.elapsed());
-        for _ in 0..3 {
-            tokio::time::sleep(gap).await;
-            let t = Instant::now();
-            rt.execute(&s, &event(json!({"a": 1, "b": 2})), &limits()).await.unwrap();
-            warms.push(t.elapsed());
-        }
-        rt.release(&s.worker_key).await;
-    }
-    firsts.sort();
-    warms.sort();
-    (firsts[firsts.len() / 2], warms[warms.len() / 2])
 }
 
 #[tokio::test]
@@ -445,12 +606,19 @@ async fn first_execute_after_prepare_is_warm() {
     // Let the blank workers come up, as they do long before a request.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let source = "return event.params.a + event.params.b;";
-    let (first, warm) = first_vs_warm(&rt, Language::Nodejs, source, Duration::from_millis(0)).await;
-    println!("nodejs back-to-back: first execute (median) {first:?}, warm execute (median) {warm:?}");
-    let (first, warm) = first_vs_warm(&rt, Language::Nodejs, source, Duration::from_millis(300)).await;
+    let (first, warm) =
+        first_vs_warm(&rt, Language::Nodejs, source, Duration::from_millis(0)).await;
+    println!(
+        "nodejs back-to-back: first execute (median) {first:?}, warm execute (median) {warm:?}"
+    );
+    let (first, warm) =
+        first_vs_warm(&rt, Language::Nodejs, source, Duration::from_millis(300)).await;
     println!("nodejs after a 300 ms gap: first execute (median) {first:?}, warm execute (median) {warm:?}");
     // A process start costs ~50-100 ms; this proves none happens.
-    assert!(first <= warm * 2 + Duration::from_micros(500), "first execute {first:?} is not warm (warm {warm:?})");
+    assert!(
+        first <= warm * 2 + Duration::from_micros(500),
+        "first execute {first:?} is not warm (warm {warm:?})"
+    );
 }
 
 #[tokio::test]
@@ -462,18 +630,40 @@ async fn busy_when_every_worker_is_taken() {
         ..support::config()
     };
     let rt = runtime(Language::Nodejs, &config);
-    let slow = script(Language::Nodejs, "await new Promise((r) => setTimeout(r, 1500)); return 1;");
+    let slow = script(
+        Language::Nodejs,
+        "await new Promise((r) => setTimeout(r, 1500)); return 1;",
+    );
     rt.prepare(&slow).await.unwrap();
     let rt2 = Arc::clone(&rt);
     let slow2 = slow.clone();
-    let running = tokio::spawn(async move { rt2.execute(&slow2, &event(json!({})), &limits()).await });
+    let running =
+        tokio::spawn(async move { rt2.execute(&slow2, &event(json!({})), &limits()).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let other = script(Language::Nodejs, "return 2;");
-    let err = rt.execute(&other, &event(json!({})), &limits()).await.unwrap_err();
-    assert!(matches!(err, RuntimeError::Busy { language: Language::Nodejs, .. }), "{err:?}");
+    let err = rt
+        .execute(&other, &event(json!({})), &limits())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::Busy {
+                language: Language::Nodejs,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(running.await.unwrap().unwrap().result, json!(1));
     // Once the slow one is idle, it is evicted (LRU) for the new script.
-    assert_eq!(rt.execute(&other, &event(json!({})), &limits()).await.unwrap().result, json!(2));
+    assert_eq!(
+        rt.execute(&other, &event(json!({})), &limits())
+            .await
+            .unwrap()
+            .result,
+        json!(2)
+    );
     assert!(rt.pool().unwrap().worker_pids(&slow.worker_key).is_empty());
 }
 
@@ -486,10 +676,18 @@ async fn lru_eviction_release_and_cap() {
     };
     let rt = runtime(Language::Nodejs, &config);
     let pool = rt.pool().unwrap().clone();
-    let scripts: Vec<_> = (0..5).map(|i| script(Language::Nodejs, &format!("return {i};"))).collect();
+    let scripts: Vec<_> = (0..5)
+        .map(|i| script(Language::Nodejs, &format!("return {i};")))
+        .collect();
     for (i, s) in scripts.iter().enumerate() {
         rt.prepare(s).await.unwrap();
-        assert_eq!(rt.execute(s, &event(json!({})), &limits()).await.unwrap().result, json!(i));
+        assert_eq!(
+            rt.execute(s, &event(json!({})), &limits())
+                .await
+                .unwrap()
+                .result,
+            json!(i)
+        );
         assert!(pool.workers().len() <= 3, "{:?}", pool.workers());
     }
     // The most recent ones are still warm, the oldest were evicted.
@@ -498,19 +696,30 @@ async fn lru_eviction_release_and_cap() {
     rt.release(&scripts[4].worker_key).await;
     assert!(pool.worker_pids(&scripts[4].worker_key).is_empty());
     // Evicted scripts still run (re-specialized on demand).
-    assert_eq!(rt.execute(&scripts[0], &event(json!({})), &limits()).await.unwrap().result, json!(0));
+    assert_eq!(
+        rt.execute(&scripts[0], &event(json!({})), &limits())
+            .await
+            .unwrap()
+            .result,
+        json!(0)
+    );
 }
 
 #[tokio::test]
 async fn concurrent_executes_of_one_script() {
     let (rt, _c) = node();
-    let s = script(Language::Nodejs, "await new Promise((r) => setTimeout(r, 20)); return event.params.i;");
+    let s = script(
+        Language::Nodejs,
+        "await new Promise((r) => setTimeout(r, 20)); return event.params.i;",
+    );
     rt.prepare(&s).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..12 {
         let rt = Arc::clone(&rt);
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { rt.execute(&s, &event(json!({"i": i})), &limits()).await }));
+        tasks.push(tokio::spawn(async move {
+            rt.execute(&s, &event(json!({"i": i})), &limits()).await
+        }));
     }
     for (i, t) in tasks.into_iter().enumerate() {
         assert_eq!(t.await.unwrap().unwrap().result, json!(i));
@@ -530,12 +739,25 @@ async fn unavailable_without_bwrap_unless_insecure() {
     }
     let s = script(Language::Nodejs, "return 1;");
     assert_eq!(kind(&rt.prepare(&s).await.unwrap_err()), "unavailable");
-    assert_eq!(kind(&rt.execute(&s, &event(json!({})), &limits()).await.unwrap_err()), "unavailable");
+    assert_eq!(
+        kind(
+            &rt.execute(&s, &event(json!({})), &limits())
+                .await
+                .unwrap_err()
+        ),
+        "unavailable"
+    );
 
-    let insecure = lambda_runtime::RuntimeConfig { allow_insecure_no_sandbox: true, ..config };
+    let insecure = lambda_runtime::RuntimeConfig {
+        allow_insecure_no_sandbox: true,
+        ..config
+    };
     let rt = runtime(Language::Nodejs, &insecure);
     assert_eq!(rt.status(), RuntimeStatus::Ready);
-    assert_eq!(run(&rt, "return 7;", json!({})).await.unwrap().result, json!(7));
+    assert_eq!(
+        run(&rt, "return 7;", json!({})).await.unwrap().result,
+        json!(7)
+    );
 }
 
 #[tokio::test]

@@ -4,15 +4,21 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use lambda_runtime::{Language, Limits, PooledRuntime, RuntimeConfig, RuntimeError, Script};
+use lambda_runtime::{
+    Language, LanguageRuntime, Limits, PooledRuntime, RuntimeConfig, RuntimeError, Script,
+};
 use serde_json::{json, Value};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn config() -> RuntimeConfig {
@@ -68,4 +74,41 @@ pub fn kind(error: &RuntimeError) -> &'static str {
         RuntimeError::Busy { .. } => "busy",
         RuntimeError::Internal(_) => "internal",
     }
+}
+
+/// Initialize is followed by the first execute one client round trip
+/// later; by then the replacement blank worker that prepare triggered is
+/// starting (a process start costs ~50 ms of CPU on this 2-core machine).
+/// The comparison is fair: the warm baseline is measured after the same
+/// idle gap, on the same worker.
+pub async fn first_vs_warm(
+    rt: &PooledRuntime,
+    language: Language,
+    source: &str,
+    gap: Duration,
+) -> (Duration, Duration) {
+    let mut firsts = Vec::new();
+    let mut warms = Vec::new();
+    for _ in 0..5 {
+        let s = script(language, source);
+        rt.prepare(&s).await.unwrap();
+        tokio::time::sleep(gap).await;
+        let t = Instant::now();
+        rt.execute(&s, &event(json!({"a": 1, "b": 2})), &limits())
+            .await
+            .unwrap();
+        firsts.push(t.elapsed());
+        for _ in 0..3 {
+            tokio::time::sleep(gap).await;
+            let t = Instant::now();
+            rt.execute(&s, &event(json!({"a": 1, "b": 2})), &limits())
+                .await
+                .unwrap();
+            warms.push(t.elapsed());
+        }
+        rt.release(&s.worker_key).await;
+    }
+    firsts.sort();
+    warms.sort();
+    (firsts[firsts.len() / 2], warms[warms.len() / 2])
 }

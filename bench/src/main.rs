@@ -1,0 +1,292 @@
+//! `lambda-bench`: the benchmark harness for lambda-microservice.
+//!
+//! `lambda-bench [--smoke]` runs every scenario against the release
+//! `lambda-microservice` binary (PostgreSQL, logging and auth on) and an
+//! in-process axum baseline, and writes `bench/results/{latest,smoke}.{md,json,png}`.
+//! The hidden subcommands `loadgen` and `baseline` are the load generator
+//! and the baseline server, started by the harness as separate processes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+mod baseline;
+mod chart;
+mod harness;
+mod loadgen;
+mod processes;
+mod procfs;
+mod report;
+
+use harness::{Harness, Plan, StartOptions};
+
+#[derive(Parser)]
+#[command(name = "lambda-bench", about = "Benchmark lambda-microservice against an in-process baseline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// A few seconds per scenario at one connection: checks that everything
+    /// works and writes bench/results/smoke.*; exits non-zero on any failure.
+    #[arg(long)]
+    smoke: bool,
+    /// The service binary (default: lambda-microservice next to this binary,
+    /// i.e. target/release).
+    #[arg(long, env = "BENCH_SERVICE_BIN")]
+    service_bin: Option<PathBuf>,
+    /// PostgreSQL URL with rights to create and drop databases; a
+    /// throw-away `lm_bench_<random>` database is created on it.
+    #[arg(long, env = "BENCH_DATABASE_ADMIN_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    admin_url: String,
+    /// Where the results go (default: bench/results in the workspace).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Measured seconds per load run (full mode default 8).
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// Soak length in seconds (full mode default 60).
+    #[arg(long)]
+    soak_secs: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The load generator (started by the harness).
+    #[command(hide = true)]
+    Loadgen {
+        #[arg(long)]
+        spec: PathBuf,
+    },
+    /// The baseline server (started by the harness).
+    #[command(hide = true)]
+    Baseline {
+        #[arg(long)]
+        bind: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match &cli.command {
+        Some(Command::Loadgen { spec }) => loadgen::main(spec).map(|()| true),
+        Some(Command::Baseline { bind }) => baseline::main(*bind).map(|()| true),
+        None => run_harness(&cli),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("lambda-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn locate_service(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        bail!("--service-bin {} is not a file", path.display());
+    }
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
+        candidates.push(dir.join("lambda-microservice"));
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(target).join("release/lambda-microservice"));
+    }
+    candidates.push(workspace_root().join("target/release/lambda-microservice"));
+    candidates.into_iter().find(|path| path.is_file()).with_context(|| {
+        "the release service binary is missing: build it first with \
+         `cargo build --release -p lambda-server` (or pass --service-bin)"
+            .to_string()
+    })
+}
+
+/// Warns when a crate's source is newer than the service binary.
+fn warn_if_stale(service_bin: &Path) {
+    let Ok(built) = std::fs::metadata(service_bin).and_then(|meta| meta.modified()) else {
+        return;
+    };
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    let mut stack = vec![workspace_root().join("crates"), workspace_root().join("runtimes")];
+    let mut visited = 0;
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            visited += 1;
+            if visited > 20_000 {
+                return;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with("tests") {
+                    stack.push(path);
+                }
+            } else if let Ok(modified) = entry.metadata().and_then(|meta| meta.modified()) {
+                if newest.as_ref().is_none_or(|(time, _)| modified > *time) {
+                    newest = Some((modified, path));
+                }
+            }
+        }
+    }
+    if let Some((modified, path)) = newest {
+        if modified > built {
+            eprintln!(
+                "lambda-bench: warning: {} is newer than {}; rebuild with `cargo build --release -p lambda-server`",
+                path.display(),
+                service_bin.display()
+            );
+        }
+    }
+}
+
+fn run_harness(cli: &Cli) -> anyhow::Result<bool> {
+    let mut plan = if cli.smoke { Plan::smoke() } else { Plan::full() };
+    if let Some(seconds) = cli.duration_secs {
+        plan.duration_ms = seconds.clamp(1, 600) * 1000;
+    }
+    if let Some(seconds) = cli.soak_secs {
+        plan.soak_ms = seconds.clamp(1, 3600) * 1000;
+    }
+    let service_bin = locate_service(cli.service_bin.as_deref())?;
+    warn_if_stale(&service_bin);
+    let out_dir = cli.out_dir.clone().unwrap_or_else(|| workspace_root().join("bench/results"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(harness_main(plan, &service_bin, &cli.admin_url, &out_dir))
+}
+
+async fn harness_main(plan: Plan, service_bin: &Path, admin_url: &str, out_dir: &Path) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mode = if plan.smoke { "smoke" } else { "full" };
+    let work_dir = std::env::temp_dir().join(format!("lambda-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&work_dir).with_context(|| format!("cannot create {}", work_dir.display()))?;
+    eprintln!("lambda-bench: {mode} mode; service {}; work dir {}", service_bin.display(), work_dir.display());
+
+    let mut database = processes::Database::create(admin_url).await?;
+    eprintln!("lambda-bench: database {}", database.name);
+    let measured = run_scenarios(plan.clone(), service_bin, &database.url, &work_dir).await;
+    let drop_outcome = database.drop_database().await;
+
+    let mut measurements = match measured {
+        Ok(measurements) => measurements,
+        Err(error) => {
+            eprintln!(
+                "lambda-bench: logs kept in {} (service.log, baseline.log)",
+                work_dir.display()
+            );
+            drop_outcome?;
+            return Err(error);
+        }
+    };
+    if let Err(error) = drop_outcome {
+        measurements.failures.push(format!("{error:#}"));
+    }
+    let machine = report::Machine {
+        cpus: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|text| format!("Linux {}", text.trim()))
+            .unwrap_or_else(|_| "unknown kernel".into()),
+        service_bin: service_bin.display().to_string(),
+    };
+    let stem = if plan.smoke { "smoke" } else { "latest" };
+    let report = report::Report::build(
+        mode,
+        started_at,
+        started.elapsed().as_secs_f64(),
+        machine,
+        &plan,
+        measurements,
+    );
+    let files = report.write(out_dir, stem)?;
+    println!("{}", report.markdown());
+    for file in &files {
+        let size = std::fs::metadata(file).map(|meta| meta.len()).unwrap_or(0);
+        if size == 0 {
+            eprintln!("lambda-bench: {} is empty", file.display());
+            return Ok(false);
+        }
+        eprintln!("lambda-bench: wrote {} ({size} bytes)", file.display());
+    }
+    let failures = &report.measurements.failures;
+    eprintln!(
+        "lambda-bench: {mode} run finished in {:.1} s with {} failure(s)",
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    for failure in failures {
+        eprintln!("  FAILED: {failure}");
+    }
+    if failures.is_empty() {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    } else {
+        eprintln!("lambda-bench: logs kept in {}", work_dir.display());
+    }
+    Ok(failures.is_empty())
+}
+
+async fn run_scenarios(
+    plan: Plan,
+    service_bin: &Path,
+    database_url: &str,
+    work_dir: &Path,
+) -> anyhow::Result<harness::Measurements> {
+    let mut harness = Harness::start(StartOptions {
+        plan,
+        service_bin,
+        database_url,
+        work_dir,
+    })
+    .await?;
+    let interrupted = {
+        let scenarios = async {
+            eprintln!("lambda-bench: setting up sessions");
+            harness.setup_sessions().await;
+            eprintln!("lambda-bench: warm execute");
+            harness.warm_execute().await;
+            eprintln!("lambda-bench: initialize");
+            harness.initialize().await;
+            eprintln!("lambda-bench: initialize → first execute");
+            harness.first_execute().await;
+            eprintln!("lambda-bench: many sessions");
+            harness.many_sessions().await;
+            eprintln!("lambda-bench: keep-alive connections");
+            harness.keep_alive().await;
+            eprintln!("lambda-bench: soak");
+            harness.soak().await;
+        };
+        tokio::select! {
+            () = scenarios => false,
+            _ = tokio::signal::ctrl_c() => true,
+        }
+    };
+    if let Some(status) = harness.service.exited() {
+        harness
+            .measurements
+            .failures
+            .push(format!("the service exited during the run ({status}):\n{}", harness.service.log_tail()));
+    }
+    eprintln!("lambda-bench: stopping the service");
+    harness.stop_all();
+    if interrupted {
+        bail!("interrupted");
+    }
+    Ok(std::mem::take(&mut harness.measurements))
+}

@@ -1,0 +1,499 @@
+//! The results: a markdown table, a JSON file and a PNG chart, with every
+//! figure absolute and as a ratio to the baseline of the same run, and the
+//! issue's targets as pass/fail columns (targets, not gates).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::harness::{LoadRow, Measurements, Plan};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// One target of issue 6 and whether this run met it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetCheck {
+    pub target: String,
+    pub measured: String,
+    /// None: not measured in this run.
+    pub pass: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub mode: String,
+    pub started_at: String,
+    pub duration_s: f64,
+    pub machine: Machine,
+    pub plan: serde_json::Value,
+    pub measurements: Measurements,
+    pub targets: Vec<TargetCheck>,
+    pub soak: Option<SoakVerdict>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub kernel: String,
+    pub service_bin: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SoakVerdict {
+    pub windows: Vec<SoakWindow>,
+    /// Mean p99 of the last third of the windows over the first third.
+    pub p99_drift: f64,
+    /// Service RSS at the end over its RSS after the first window.
+    pub rss_growth: f64,
+    pub worker_rss_growth: f64,
+    pub pass: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SoakWindow {
+    pub start_s: f64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: u64,
+    pub service_rss_mib: f64,
+    pub worker_rss_mib: f64,
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+fn ratio(value: f64, base: f64) -> Option<f64> {
+    (base > 0.0 && value.is_finite()).then(|| value / base)
+}
+
+fn fmt_ratio(value: Option<f64>) -> String {
+    match value {
+        Some(value) if value >= 100.0 => format!("{value:.0}×"),
+        Some(value) if value >= 10.0 => format!("{value:.1}×"),
+        Some(value) => format!("{value:.2}×"),
+        None => "–".into(),
+    }
+}
+
+fn verdict(pass: Option<bool>) -> &'static str {
+    match pass {
+        Some(true) => "PASS",
+        Some(false) => "FAIL",
+        None => "n/a",
+    }
+}
+
+fn baselines(measurements: &Measurements) -> BTreeMap<usize, &LoadRow> {
+    measurements
+        .rows
+        .iter()
+        .filter(|row| row.language == "baseline")
+        .map(|row| (row.connections, row))
+        .collect()
+}
+
+/// The baseline for a connection count: the same one, else the nearest.
+fn baseline_for<'a>(baselines: &BTreeMap<usize, &'a LoadRow>, connections: usize) -> Option<&'a LoadRow> {
+    baselines.get(&connections).copied().or_else(|| {
+        baselines
+            .iter()
+            .min_by_key(|(level, _)| level.abs_diff(connections))
+            .map(|(_, row)| *row)
+    })
+}
+
+fn soak_verdict(measurements: &Measurements, plan: &Plan) -> Option<SoakVerdict> {
+    let row = measurements.rows.iter().find(|row| row.scenario == "soak")?;
+    let window_s = plan.soak_window_ms as f64 / 1000.0;
+    // The load generator measures from warmup_ms after it starts; the RSS
+    // timeline is in seconds since the harness started: align on the last
+    // sample, which is taken when the generator ends.
+    let end_t = row.rss_timeline.last().map(|sample| sample.0).unwrap_or(0.0);
+    let measured_start = end_t - plan.soak_ms as f64 / 1000.0;
+    let windows: Vec<SoakWindow> = row
+        .load
+        .windows
+        .iter()
+        .map(|window| {
+            let window_end = measured_start + window.start_s + window_s;
+            let sample = row
+                .rss_timeline
+                .iter()
+                .rev()
+                .find(|sample| sample.0 <= window_end)
+                .or(row.rss_timeline.first());
+            SoakWindow {
+                start_s: window.start_s,
+                rps: window.rps,
+                p50_ms: ms(window.latency.p50_us),
+                p99_ms: ms(window.latency.p99_us),
+                max_ms: ms(window.latency.max_us),
+                errors: window.errors,
+                service_rss_mib: sample.map(|s| s.1 as f64 / MIB).unwrap_or(0.0),
+                worker_rss_mib: sample.map(|s| s.2 as f64 / MIB).unwrap_or(0.0),
+            }
+        })
+        .collect();
+    if windows.len() < 2 {
+        return None;
+    }
+    let third = (windows.len() / 3).max(1);
+    let mean = |slice: &[SoakWindow], f: fn(&SoakWindow) -> f64| slice.iter().map(f).sum::<f64>() / slice.len() as f64;
+    let first = &windows[..third];
+    let last = &windows[windows.len() - third..];
+    let p99_drift = mean(last, |w| w.p99_ms) / mean(first, |w| w.p99_ms).max(0.001);
+    let rss_growth = windows[windows.len() - 1].service_rss_mib / windows[0].service_rss_mib.max(0.001);
+    let worker_rss_growth = windows[windows.len() - 1].worker_rss_mib / windows[0].worker_rss_mib.max(0.001);
+    let errors: u64 = windows.iter().map(|w| w.errors).sum();
+    Some(SoakVerdict {
+        pass: p99_drift <= 1.25 && rss_growth <= 1.10 && errors == 0,
+        windows,
+        p99_drift,
+        rss_growth,
+        worker_rss_growth,
+    })
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    Some(sorted[sorted.len() / 2])
+}
+
+fn targets(measurements: &Measurements, plan: &Plan, soak: Option<&SoakVerdict>) -> Vec<TargetCheck> {
+    let level = if plan.levels.contains(&32) { 32 } else { plan.levels[0] };
+    let bases = baselines(measurements);
+    let base = bases.get(&level).copied();
+    let warm = |language: &str| {
+        measurements
+            .rows
+            .iter()
+            .find(|row| row.scenario == "warm execute" && row.language == language && row.connections == level)
+    };
+    let mut checks = Vec::new();
+    let at = if level == 32 { String::new() } else { format!(" (measured at c={level}, smoke)") };
+    // (language, share of baseline, original claim)
+    for (language, share, claim) in [
+        ("nodejs", 0.35, Some(1000.0)),
+        ("python", 0.35, Some(800.0)),
+        ("rust", 0.45, Some(1200.0)),
+        ("wasm", 0.45, None),
+    ] {
+        let Some(row) = warm(language) else {
+            checks.push(TargetCheck {
+                target: format!("{language}: warm execute"),
+                measured: measurements
+                    .runtimes
+                    .unavailable
+                    .get(language)
+                    .map(|reason| format!("unavailable: {}", crate::harness::truncate(reason, 120)))
+                    .unwrap_or_else(|| "not measured".into()),
+                pass: None,
+            });
+            continue;
+        };
+        let share_measured = base.and_then(|base| ratio(row.load.rps, base.load.rps));
+        checks.push(TargetCheck {
+            target: format!("{language}: throughput >= {:.0}% of baseline{at}", share * 100.0),
+            measured: format!(
+                "{:.0} req/s = {:.1}% of {:.0}",
+                row.load.rps,
+                share_measured.unwrap_or(0.0) * 100.0,
+                base.map(|b| b.load.rps).unwrap_or(0.0)
+            ),
+            pass: share_measured.map(|measured| measured >= share),
+        });
+        if let Some(claim) = claim {
+            checks.push(TargetCheck {
+                target: format!("{language}: >= 10x the original claim ({:.0} req/s){at}", claim * 10.0),
+                measured: format!("{:.0} req/s", row.load.rps),
+                pass: Some(row.load.rps >= claim * 10.0),
+            });
+        }
+        checks.push(TargetCheck {
+            target: format!("{language}: warm p99 <= 5 ms{at}"),
+            measured: format!("{:.2} ms", ms(row.load.latency.p99_us)),
+            pass: Some(row.load.latency.p99_us <= 5_000),
+        });
+        if language == "rust" || language == "wasm" {
+            checks.push(TargetCheck {
+                target: format!("{language}: warm p50 <= 1 ms{at}"),
+                measured: format!("{:.2} ms", ms(row.load.latency.p50_us)),
+                pass: Some(row.load.latency.p50_us <= 1_000),
+            });
+        }
+        checks.push(TargetCheck {
+            target: format!("{language}: no error responses under load{at}"),
+            measured: format!("{} errors of {}", row.load.errors, row.load.requests),
+            pass: Some(row.load.errors == 0),
+        });
+    }
+    for row in measurements.rows.iter().filter(|row| row.scenario == "initialize") {
+        let limit_ms = if row.subject.contains("cached") {
+            Some(20.0)
+        } else if row.subject.contains("cold") {
+            None
+        } else {
+            Some(5.0)
+        };
+        let measured = format!("p50 {:.2} ms (n={})", ms(row.load.latency.p50_us), row.load.requests);
+        match limit_ms {
+            Some(limit) => checks.push(TargetCheck {
+                target: format!("initialize {}: p50 <= {limit:.0} ms", row.subject),
+                measured,
+                pass: Some(ms(row.load.latency.p50_us) <= limit),
+            }),
+            None => checks.push(TargetCheck {
+                target: format!("initialize {}: (no target)", row.subject),
+                measured,
+                pass: None,
+            }),
+        }
+    }
+    let warm_one = |language: &str| {
+        measurements
+            .rows
+            .iter()
+            .find(|row| row.scenario == "warm execute" && row.language == language && row.connections == 1)
+    };
+    for record in &measurements.first_execute {
+        let first = median(&record.first_execute_ms);
+        let warm_p50 = warm_one(&record.language).map(|row| ms(row.load.latency.p50_us));
+        let pass = match (first, warm_p50) {
+            (Some(first), Some(warm)) => Some(first <= 2.0 * warm),
+            _ => None,
+        };
+        checks.push(TargetCheck {
+            target: format!("{}: first execute after initialize <= 2x warm p50 (c=1)", record.language),
+            measured: format!(
+                "{} vs warm {}",
+                first.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "–".into()),
+                warm_p50.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "–".into())
+            ),
+            pass,
+        });
+    }
+    let peak_rss = measurements
+        .rows
+        .iter()
+        .filter(|row| row.language != "baseline")
+        .map(|row| row.peak_rss_bytes)
+        .max()
+        .unwrap_or(0);
+    checks.push(TargetCheck {
+        target: "service RSS under load <= 256 MiB (excluding workers)".into(),
+        measured: format!("peak {:.1} MiB over all scenarios", peak_rss as f64 / MIB),
+        pass: Some(peak_rss as f64 <= 256.0 * MIB),
+    });
+    if let Some(soak) = soak {
+        checks.push(TargetCheck {
+            target: "soak: no p99 drift (last third <= 1.25x first third), RSS growth <= 10%, no errors".into(),
+            measured: format!(
+                "p99 drift {:.2}x, service RSS {:.2}x, workers RSS {:.2}x",
+                soak.p99_drift, soak.rss_growth, soak.worker_rss_growth
+            ),
+            pass: Some(soak.pass),
+        });
+    }
+    checks
+}
+
+impl Report {
+    pub fn build(mode: &str, started_at: String, duration_s: f64, machine: Machine, plan: &Plan, measurements: Measurements) -> Report {
+        let soak = soak_verdict(&measurements, plan);
+        let targets = targets(&measurements, plan, soak.as_ref());
+        Report {
+            mode: mode.into(),
+            started_at,
+            duration_s,
+            machine,
+            plan: serde_json::to_value(plan).unwrap_or_default(),
+            measurements,
+            targets,
+            soak,
+        }
+    }
+
+    fn load_table(&self, out: &mut String, rows: &[&LoadRow]) {
+        let bases = baselines(&self.measurements);
+        out.push_str("| scenario | subject | conns | req/s | ×base | p50 ms | ×base | p90 ms | p99 ms | ×base | max ms | errors | svc CPU (cores) | ×base | svc peak RSS MiB | ×base | workers | workers RSS MiB |\n");
+        out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+        for row in rows {
+            let base = baseline_for(&bases, row.connections);
+            let latency = &row.load.latency;
+            let base_latency = base.map(|b| &b.load.latency);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} | {} | {:.2} | {} | {:.2} | {:.2} | {} | {:.2} | {} | {:.2} | {} | {:.1} | {} | {} | {:.1} |",
+                row.scenario,
+                row.subject,
+                row.connections,
+                row.load.rps,
+                fmt_ratio(base.and_then(|b| ratio(row.load.rps, b.load.rps))),
+                ms(latency.p50_us),
+                fmt_ratio(base_latency.and_then(|b| ratio(latency.p50_us as f64, b.p50_us as f64))),
+                ms(latency.p90_us),
+                ms(latency.p99_us),
+                fmt_ratio(base_latency.and_then(|b| ratio(latency.p99_us as f64, b.p99_us as f64))),
+                ms(latency.max_us),
+                row.load.errors,
+                row.cpu_cores,
+                fmt_ratio(base.and_then(|b| ratio(row.cpu_cores, b.cpu_cores))),
+                row.peak_rss_bytes as f64 / MIB,
+                fmt_ratio(base.and_then(|b| ratio(row.peak_rss_bytes as f64, b.peak_rss_bytes as f64))),
+                row.peak_workers,
+                row.peak_worker_rss_bytes as f64 / MIB,
+            );
+        }
+    }
+
+    pub fn markdown(&self) -> String {
+        let m = &self.measurements;
+        let mut out = String::new();
+        let _ = writeln!(out, "# Lambda Microservice benchmark ({} mode)\n", self.mode);
+        let _ = writeln!(
+            out,
+            "Run {} on {} CPUs ({}), {:.0} s. Service: release binary against PostgreSQL, request logging ON, JWT auth ON, \
+             rate limits raised, default worker pools. Every execute sends `X-Cache-Control: no-cache` (the result cache \
+             is bypassed). Load: `lambda-bench loadgen`, closed loop over HTTP/1.1 keep-alive on 127.0.0.1, same machine. \
+             `×base` is the ratio to the in-process axum baseline at the same connection count in this run \
+             (throughput: higher is better; latency, CPU, RSS: lower is better).\n",
+            self.started_at, self.machine.cpus, self.machine.kernel, self.duration_s
+        );
+        out.push_str("## Runtimes\n\n| language | /health | this run |\n|---|---|---|\n");
+        for language in crate::harness::LANGUAGES {
+            let health = m.runtimes.health.get(language).map(String::as_str).unwrap_or("–");
+            let status = match (m.runtimes.sessions.get(language), m.runtimes.unavailable.get(language)) {
+                (Some(_), _) => "measured".to_string(),
+                (None, Some(reason)) => format!("unavailable: {}", crate::harness::truncate(&reason.replace('\n', " "), 160)),
+                (None, None) => "–".into(),
+            };
+            let _ = writeln!(out, "| {language} | {} | {} |", crate::harness::truncate(health, 80), status.replace('|', "/"));
+        }
+        out.push_str("\n## Targets (issue 6; targets, not gates)\n\n| target | measured | result |\n|---|---|---|\n");
+        for check in &self.targets {
+            let _ = writeln!(out, "| {} | {} | {} |", check.target, check.measured, verdict(check.pass));
+        }
+        let sections: [(&str, fn(&LoadRow) -> bool); 4] = [
+            ("Warm execute", |row| row.scenario.starts_with("warm execute")),
+            ("Initialize", |row| row.scenario == "initialize"),
+            ("10,000 sessions and keep-alive connections", |row| {
+                row.scenario.starts_with("10k") || row.scenario.starts_with("keep-alive")
+            }),
+            ("Soak (whole run)", |row| row.scenario == "soak"),
+        ];
+        for (title, filter) in sections {
+            let rows: Vec<&LoadRow> = m.rows.iter().filter(|row| filter(row)).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "\n## {title}\n");
+            self.load_table(&mut out, &rows);
+        }
+        if !m.first_execute.is_empty() {
+            out.push_str("\n## Initialize → first execute (new script each time, sequential)\n\n");
+            out.push_str("| language | samples | initialize p50 ms | first execute p50 ms | warm p50 ms (c=1) | first / warm | errors |\n|---|--:|--:|--:|--:|--:|--:|\n");
+            for record in &m.first_execute {
+                let warm = m
+                    .rows
+                    .iter()
+                    .find(|row| row.scenario == "warm execute" && row.language == record.language && row.connections == 1)
+                    .map(|row| ms(row.load.latency.p50_us));
+                let first = median(&record.first_execute_ms);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    record.language,
+                    record.samples,
+                    median(&record.initialize_ms).map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into()),
+                    first.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into()),
+                    warm.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into()),
+                    fmt_ratio(first.zip(warm).and_then(|(f, w)| ratio(f, w))),
+                    record.errors.len()
+                );
+            }
+        }
+        if let Some(many) = &m.many_sessions {
+            let _ = writeln!(
+                out,
+                "\n**Sessions alive at once:** {} of {} created; service RSS {:.1} MiB before, {:.1} MiB after ({:.2} KiB per session).",
+                many.created,
+                many.requested,
+                many.rss_before_bytes as f64 / MIB,
+                many.rss_after_bytes as f64 / MIB,
+                if many.created > 0 {
+                    (many.rss_after_bytes as f64 - many.rss_before_bytes as f64) / 1024.0 / many.created as f64
+                } else {
+                    0.0
+                }
+            );
+        }
+        if let Some(row) = m.rows.iter().find(|row| row.scenario.starts_with("keep-alive")) {
+            if let Some(idle) = &row.load.idle {
+                let _ = writeln!(
+                    out,
+                    "\n**Keep-alive:** {} idle connections requested, {} opened, {} still answered after the load (fd limit {}).",
+                    idle.requested, idle.opened, idle.alive_at_end, m.fd_limit
+                );
+            }
+        }
+        if let Some(soak) = &self.soak {
+            out.push_str("\n## Soak windows\n\n| t (s) | req/s | p50 ms | p99 ms | max ms | errors | service RSS MiB | workers RSS MiB |\n|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+            for window in &soak.windows {
+                let _ = writeln!(
+                    out,
+                    "| {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.1} | {:.1} |",
+                    window.start_s,
+                    window.rps,
+                    window.p50_ms,
+                    window.p99_ms,
+                    window.max_ms,
+                    window.errors,
+                    window.service_rss_mib,
+                    window.worker_rss_mib
+                );
+            }
+            let _ = writeln!(
+                out,
+                "\np99 drift (last third / first third): {:.2}×; service RSS growth: {:.2}×; workers RSS growth: {:.2}× → {}",
+                soak.p99_drift,
+                soak.rss_growth,
+                soak.worker_rss_growth,
+                if soak.pass { "PASS" } else { "FAIL" }
+            );
+        }
+        if !m.notes.is_empty() {
+            out.push_str("\n## Notes\n\n");
+            for note in &m.notes {
+                let _ = writeln!(out, "- {note}");
+            }
+        }
+        if !m.failures.is_empty() {
+            out.push_str("\n## Failures\n\n");
+            for failure in &m.failures {
+                let _ = writeln!(out, "- {}", failure.replace('\n', " "));
+            }
+        }
+        out
+    }
+
+    pub fn write(&self, dir: &Path, stem: &str) -> anyhow::Result<Vec<std::path::PathBuf>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let markdown = dir.join(format!("{stem}.md"));
+        std::fs::write(&markdown, self.markdown()).with_context(|| format!("cannot write {}", markdown.display()))?;
+        let json = dir.join(format!("{stem}.json"));
+        std::fs::write(&json, serde_json::to_vec_pretty(self)?).with_context(|| format!("cannot write {}", json.display()))?;
+        let png = dir.join(format!("{stem}.png"));
+        crate::chart::draw(self, &png).with_context(|| format!("cannot draw {}", png.display()))?;
+        Ok(vec![markdown, json, png])
+    }
+}

@@ -1,0 +1,602 @@
+//! The Python runtime over real python3 and bwrap processes: handler
+//! styles, log capture, errors, hostile scripts, isolation and the pool.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lambda_runtime::{
+    Language, LanguageRuntime, LimitKind, Limits, PooledRuntime, RuntimeError, RuntimeStatus,
+};
+use serde_json::{json, Value};
+use support::*;
+
+const TEXT_PROCESSOR: &str = include_str!("../../store/seeds/python-text_processor.py");
+
+fn python() -> (Arc<PooledRuntime>, lambda_runtime::RuntimeConfig) {
+    let config = config();
+    (runtime(Language::Python, &config), config)
+}
+
+async fn run(
+    rt: &PooledRuntime,
+    source: &str,
+    params: Value,
+) -> Result<lambda_runtime::Output, RuntimeError> {
+    let s = script(Language::Python, source);
+    rt.prepare(&s).await?;
+    rt.execute(&s, &event(params), &limits()).await
+}
+
+async fn still_works(rt: &PooledRuntime) {
+    let out = run(
+        rt,
+        "def handle(params):\n    return params['a'] * 2\n",
+        json!({"a": 21}),
+    )
+    .await
+    .expect("a fresh script runs");
+    assert_eq!(out.result, json!(42));
+}
+
+#[tokio::test]
+async fn seeded_text_processor() {
+    let (rt, _c) = python();
+    assert_eq!(rt.status(), RuntimeStatus::Ready);
+    let s = script(Language::Python, TEXT_PROCESSOR);
+    rt.prepare(&s).await.unwrap();
+    for (action, expected) in [
+        ("count_words", json!(2)),
+        ("count_chars", json!(11)),
+        ("uppercase", json!("HELLO WORLD")),
+        ("lowercase", json!("hello world")),
+    ] {
+        let out = rt
+            .execute(
+                &s,
+                &event(json!({"action": action, "text": "Hello World"})),
+                &limits(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.result, json!({ "result": expected }), "{action}");
+    }
+    let out = rt
+        .execute(
+            &s,
+            &event(json!({"action": "nope", "text": "x"})),
+            &limits(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.result, json!({"error": "Unknown action: nope"}));
+}
+
+#[tokio::test]
+async fn handler_handle_and_top_level_styles() {
+    let (rt, _c) = python();
+    let out = run(
+        &rt,
+        "def handler(event):\n    return {'sum': event['params']['a'] + event['params']['b']}\n",
+        json!({"a": 5, "b": 3}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.result, json!({"sum": 8}));
+    let out = run(
+        &rt,
+        "def handle(params):\n    return params['a'] - params['b']\n",
+        json!({"a": 5, "b": 3}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.result, json!(2));
+    let out = run(
+        &rt,
+        r#"result = len(params["text"].split())"#,
+        json!({"text": "one two three"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.result, json!(3));
+    let out = run(
+        &rt,
+        "result = [context['user_id'], event['request_id'], event['language_title']]",
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.result, json!(["u1", "req-1", "test-fn"]));
+    let out = run(&rt, "import asyncio\nasync def handler(event):\n    await asyncio.sleep(0.001)\n    return 'async'\n", json!({})).await.unwrap();
+    assert_eq!(out.result, json!("async"));
+    let out = run(&rt, "def handler(event):\n    return None\n", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(out.result, Value::Null);
+}
+
+#[tokio::test]
+async fn print_is_captured_and_never_corrupts_the_result() {
+    let (rt, _c) = python();
+    let source = r#"
+import os, sys
+def handler(event):
+    print("hello", 1, {"a": 1})
+    print("to stderr", file=sys.stderr)
+    sys.stdout.write("partial ")
+    sys.stdout.write("line\n")
+    os.write(1, b"\x00\x00\x00\x10 raw fd1 not a frame\n")
+    os.write(2, b"raw fd2\n")
+    return "ok"
+"#;
+    let out = run(&rt, source, json!({})).await.unwrap();
+    assert_eq!(out.result, json!("ok"));
+    assert_eq!(
+        out.logs,
+        vec!["hello 1 {'a': 1}", "to stderr", "partial line"]
+    );
+}
+
+#[tokio::test]
+async fn syntax_error_and_missing_handler_are_initialization_errors() {
+    let (rt, _c) = python();
+    let s = script(
+        Language::Python,
+        "x = 1\ndef handler(event:\n    return 1\n",
+    );
+    match rt.prepare(&s).await.unwrap_err() {
+        RuntimeError::Initialization { message, location } => {
+            assert!(message.starts_with("SyntaxError"), "{message}");
+            assert_eq!(location.line, Some(2));
+            assert!(location.column.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    let s = script(Language::Python, "x = 1\n");
+    assert_eq!(kind(&rt.prepare(&s).await.unwrap_err()), "initialization");
+    let s = script(
+        Language::Python,
+        "import json\n\nraise ValueError('at load')\ndef handler(e):\n    return 1\n",
+    );
+    match rt.prepare(&s).await.unwrap_err() {
+        RuntimeError::Initialization { message, location } => {
+            assert!(message.contains("ValueError: at load"), "{message}");
+            assert_eq!(location.line, Some(3));
+        }
+        other => panic!("{other:?}"),
+    }
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn exception_reports_user_line_column_and_filtered_stack() {
+    let (rt, _c) = python();
+    let source =
+        "def inner(d):\n    return d['missing']\n\ndef handler(event):\n    return inner({})\n";
+    match run(&rt, source, json!({})).await.unwrap_err() {
+        RuntimeError::Script {
+            message,
+            location,
+            stack_trace,
+            ..
+        } => {
+            assert_eq!(message, "KeyError: 'missing'");
+            assert_eq!(location.line, Some(2));
+            assert_eq!(location.column, Some(12));
+            let stack = stack_trace.unwrap();
+            assert!(
+                stack.contains("File \"handler.py\", line 2, in inner"),
+                "{stack}"
+            );
+            assert!(
+                stack.contains("File \"handler.py\", line 5, in handler"),
+                "{stack}"
+            );
+            assert!(!stack.contains("worker.py"), "{stack}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = run(
+        &rt,
+        "import sys\ndef handler(e):\n    sys.exit(2)\n",
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(kind(&err), "script", "{err:?}");
+}
+
+#[tokio::test]
+async fn cannot_read_host_secrets_files_or_environment() {
+    std::env::set_var("LAMBDA_TEST_SENTINEL_PY", "py-sentinel-value-42");
+    let (rt, _c) = python();
+    let source = r#"
+import os
+def attempt(path):
+    try:
+        with open(path) as f:
+            return f.read(50)
+    except OSError as e:
+        return type(e).__name__
+def handler(event):
+    return {
+        "shadow": attempt("/etc/shadow"),
+        "cargo": attempt("/work/main/Cargo.toml"),
+        "root": attempt("/root/.bashrc"),
+        "env": dict(os.environ),
+        "uid": os.getuid(),
+        "pids": len([p for p in os.listdir("/proc") if p.isdigit()]),
+    }
+"#;
+    let out = run(&rt, source, json!({})).await.unwrap();
+    let r = &out.result;
+    assert_eq!(r["shadow"], "FileNotFoundError");
+    assert_eq!(r["cargo"], "FileNotFoundError");
+    assert_eq!(r["root"], "FileNotFoundError");
+    assert!(!r["env"].to_string().contains("py-sentinel-value-42"));
+    assert_eq!(r["uid"], 65534);
+    assert!(r["pids"].as_u64().unwrap() <= 3, "{r}");
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn cannot_write_outside_tmp() {
+    let (rt, _c) = python();
+    let marker = unique("py-escape");
+    let source = format!(
+        r#"
+def handler(event):
+    out = {{}}
+    for p in ["/usr/{marker}", "/{marker}", "/dev/{marker}", "/etc/{marker}"]:
+        try:
+            with open(p, "w") as f:
+                f.write("x")
+            out[p] = "written"
+        except OSError as e:
+            out[p] = type(e).__name__
+    with open("/tmp/ok", "w") as f:
+        f.write("fine")
+    out["tmp"] = open("/tmp/ok").read()
+    return out
+"#
+    );
+    let out = run(&rt, &source, json!({})).await.unwrap();
+    for (path, value) in out.result.as_object().unwrap() {
+        if path == "tmp" {
+            assert_eq!(value, "fine");
+        } else {
+            assert_ne!(value, "written", "{path}: {}", out.result);
+            assert!(!std::path::Path::new(path).exists());
+        }
+    }
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn has_no_network() {
+    let (rt, _c) = python();
+    let source = r#"
+import socket
+def attempt(host, port):
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return "connected"
+    except OSError as e:
+        return type(e).__name__
+def handler(event):
+    return {"pg": attempt("127.0.0.1", 5432), "ext": attempt("1.1.1.1", 80), "dns": attempt("example.com", 80)}
+"#;
+    let out = run(&rt, source, json!({})).await.unwrap();
+    assert_eq!(out.result["pg"], "ConnectionRefusedError");
+    assert_ne!(out.result["ext"], "connected");
+    assert_ne!(out.result["dns"], "connected");
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn spawned_processes_stay_in_the_sandbox_and_fork_bombs_are_contained() {
+    let (rt, _c) = python();
+    let out = run(&rt, "import subprocess\ndef handler(e):\n    return subprocess.run(['id', '-u'], capture_output=True, text=True).stdout.strip()\n", json!({})).await.unwrap();
+    assert_eq!(out.result, json!("65534"));
+    let limits = Limits {
+        timeout: Duration::from_secs(3),
+        ..limits()
+    };
+    let s = script(
+        Language::Python,
+        "import os\ndef handler(e):\n    while True:\n        os.fork()\n",
+    );
+    rt.prepare(&s).await.unwrap();
+    let err = rt
+        .execute(&s, &event(json!({})), &limits)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::ResourceLimit {
+                kind: LimitKind::Processes,
+                ..
+            } | RuntimeError::Timeout { .. }
+        ),
+        "{err:?}"
+    );
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn infinite_loop_times_out() {
+    let (rt, _c) = python();
+    let s = script(Language::Python, "def handler(e):\n    while True: pass\n");
+    rt.prepare(&s).await.unwrap();
+    let limits = Limits {
+        timeout: Duration::from_millis(500),
+        ..limits()
+    };
+    let err = rt
+        .execute(&s, &event(json!({})), &limits)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::Timeout { timeout_ms: 500 }),
+        "{err:?}"
+    );
+    let err = run(&rt, "while True: pass\nresult = 1", json!({})).await;
+    // Top-level style runs per execute, so this one times out too (5 s limit).
+    assert!(matches!(err, Err(RuntimeError::Timeout { .. })), "{err:?}");
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn memory_limit() {
+    let (rt, _c) = python();
+    let err = run(
+        &rt,
+        "def handler(e):\n    b = bytearray(2 * 1024 ** 3)\n    return len(b)\n",
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::ResourceLimit {
+                kind: LimitKind::Memory,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = run(
+        &rt,
+        "def handler(e):\n    a = []\n    while True:\n        a.append('x' * 1000000)\n",
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::ResourceLimit {
+                kind: LimitKind::Memory,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn printing_100_mb_is_truncated_not_buffered() {
+    let (rt, _c) = python();
+    let out = run(&rt, "def handler(e):\n    print('x' * (100 * 1024 * 1024))\n    for i in range(100000):\n        print('line', i)\n    return 'done'\n", json!({})).await.unwrap();
+    assert_eq!(out.result, json!("done"));
+    let total: usize = out.logs.iter().map(String::len).sum();
+    assert!(total <= limits().max_log_bytes, "{total}");
+    let out = run(&rt, "import os\ndef handler(e):\n    b = b'x' * (1024 * 1024)\n    for _ in range(100):\n        os.write(1, b)\n    return 'raw'\n", json!({})).await.unwrap();
+    assert_eq!(out.result, json!("raw"));
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn returning_100_mb_is_a_result_size_error() {
+    let (rt, _c) = python();
+    let err = run(
+        &rt,
+        "def handler(e):\n    return 'x' * (100 * 1024 * 1024)\n",
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::ResourceLimit {
+                kind: LimitKind::ResultSize | LimitKind::Memory,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = run(
+        &rt,
+        "def handler(e):\n    return 'x' * (7 * 1024 * 1024)\n",
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::ResourceLimit {
+                kind: LimitKind::ResultSize,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn exiting_or_killing_the_worker_is_a_script_error() {
+    let (rt, _c) = python();
+    for source in [
+        "import sys\ndef handler(e):\n    sys.exit(3)\n",
+        "import os\ndef handler(e):\n    os._exit(0)\n",
+        "import os, signal\ndef handler(e):\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+        "import os\ndef handler(e):\n    os.abort()\n",
+    ] {
+        let err = run(&rt, source, json!({})).await.unwrap_err();
+        assert_eq!(kind(&err), "script", "{source}: {err:?}");
+        still_works(&rt).await;
+    }
+}
+
+#[tokio::test]
+async fn threads_left_running_do_not_leak_into_the_next_execute() {
+    let (rt, _c) = python();
+    let source = r#"
+import threading, time
+count = 0
+def spin():
+    while True:
+        print("tick")
+        time.sleep(0.001)
+def handler(event):
+    global count
+    count += 1
+    threading.Thread(target=spin, daemon=True).start()
+    return count
+"#;
+    let s = script(Language::Python, source);
+    rt.prepare(&s).await.unwrap();
+    for expected in 1..=3 {
+        let out = rt.execute(&s, &event(json!({})), &limits()).await.unwrap();
+        assert_eq!(out.result, json!(expected));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+#[tokio::test]
+async fn scripts_never_share_globals_modules_or_tmp() {
+    let (rt, _c) = python();
+    let writer = script(Language::Python, "import json\ndef handler(e):\n    json.secret = 'mine'\n    open('/tmp/secret', 'w').write('x')\n    return 'w'\n");
+    let reader = script(Language::Python, "import json, os\ndef handler(e):\n    return [hasattr(json, 'secret'), os.path.exists('/tmp/secret')]\n");
+    rt.prepare(&writer).await.unwrap();
+    rt.prepare(&reader).await.unwrap();
+    rt.execute(&writer, &event(json!({})), &limits())
+        .await
+        .unwrap();
+    let out = rt
+        .execute(&reader, &event(json!({})), &limits())
+        .await
+        .unwrap();
+    assert_eq!(out.result, json!([false, false]));
+}
+
+#[tokio::test]
+async fn sigkill_from_outside_gives_a_clear_error_then_recovers() {
+    let (rt, _c) = python();
+    let s = script(
+        Language::Python,
+        "import time\ndef handler(e):\n    time.sleep(4)\n    return 'slow'\n",
+    );
+    rt.prepare(&s).await.unwrap();
+    let pool = rt.pool().unwrap().clone();
+    let key = s.worker_key.clone();
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for pid in pool.worker_pids(&key) {
+            // SAFETY: plain kill(2) on a pid the pool reported.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let limits = Limits {
+        timeout: Duration::from_secs(10),
+        ..limits()
+    };
+    let started = Instant::now();
+    let err = rt
+        .execute(&s, &event(json!({})), &limits)
+        .await
+        .unwrap_err();
+    killer.await.unwrap();
+    assert!(matches!(kind(&err), "script" | "internal"), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let out = rt
+        .execute(
+            &s,
+            &event(json!({})),
+            &Limits {
+                timeout: Duration::from_secs(10),
+                ..limits
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.result, json!("slow"));
+}
+
+#[tokio::test]
+async fn first_execute_after_prepare_is_warm() {
+    let (rt, _c) = python();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let source = "def handler(event):\n    return event['params']['a'] + event['params']['b']\n";
+    let (first, warm) =
+        first_vs_warm(&rt, Language::Python, source, Duration::from_millis(0)).await;
+    println!(
+        "python back-to-back: first execute (median) {first:?}, warm execute (median) {warm:?}"
+    );
+    let (first, warm) =
+        first_vs_warm(&rt, Language::Python, source, Duration::from_millis(300)).await;
+    println!("python after a 300 ms gap: first execute (median) {first:?}, warm execute (median) {warm:?}");
+    assert!(
+        first <= warm * 2 + Duration::from_micros(500),
+        "first execute {first:?} is not warm (warm {warm:?})"
+    );
+}
+
+#[tokio::test]
+async fn throughput() {
+    let (rt, _c) = python();
+    let s = script(
+        Language::Python,
+        "def handler(event):\n    return event['params']['a'] + event['params']['b']\n",
+    );
+    rt.prepare(&s).await.unwrap();
+    let ev = event(json!({"a": 1, "b": 2}));
+    for _ in 0..50 {
+        rt.execute(&s, &ev, &limits()).await.unwrap();
+    }
+    let n = 2000;
+    let t = Instant::now();
+    for _ in 0..n {
+        rt.execute(&s, &ev, &limits()).await.unwrap();
+    }
+    let serial = t.elapsed();
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let rt = Arc::clone(&rt);
+        let s = s.clone();
+        let ev = ev.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..n / 4 {
+                rt.execute(&s, &ev, &limits()).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let parallel = t.elapsed();
+    println!(
+        "python: serial {n} executes in {serial:?} ({:.0}/s, {:?} each); 4 concurrent: {:.0}/s",
+        n as f64 / serial.as_secs_f64(),
+        serial / n,
+        n as f64 / parallel.as_secs_f64()
+    );
+}
