@@ -3,7 +3,7 @@
 //! `lambda-runtime` generates a crate root that declares the user's script
 //! as `mod user` (its own file, so rustc's line numbers are the user's) and
 //! this file as `mod harness`, then calls [`serve`] with a closure that
-//! adapts whichever handler the script defines. The harness speaks the
+//! adapts whichever handler the script defines (`adapters.rs`). The harness speaks the
 //! frame protocol of `runtimes/PROTOCOL.md` on fds 3 (requests) and 4
 //! (responses).
 //!
@@ -16,7 +16,6 @@
 //! the same rustc and flags as the script.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::fmt::Display;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -24,7 +23,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 extern "C" {
     fn dup(fd: i32) -> i32;
@@ -38,87 +37,6 @@ const RESPONSE_FD: i32 = 4;
 /// Largest request frame accepted: a request is the event plus a few
 /// fields, and the service bounds events far below this.
 const MAX_REQUEST_BYTES: u32 = 256 * 1024 * 1024;
-
-// ---------------------------------------------------------------------------
-// Handler adapters: which of API.md's signatures the script uses is decided
-// by the generated crate root; the types are decided here by inference.
-
-/// What a `handler` may take: the event as a JSON object or any JSON value.
-pub trait FromEvent: Sized {
-    fn from_event(event: Value) -> Result<Self, String>;
-}
-
-impl FromEvent for Value {
-    fn from_event(event: Value) -> Result<Self, String> {
-        Ok(event)
-    }
-}
-
-impl FromEvent for Map<String, Value> {
-    fn from_event(event: Value) -> Result<Self, String> {
-        match event {
-            Value::Object(map) => Ok(map),
-            other => Err(format!("the event is not a JSON object: {other}")),
-        }
-    }
-}
-
-/// What a `handler` may return inside its `Ok`.
-pub trait IntoResult {
-    fn into_result(self) -> Value;
-}
-
-impl IntoResult for Value {
-    fn into_result(self) -> Value {
-        self
-    }
-}
-
-impl IntoResult for Map<String, Value> {
-    fn into_result(self) -> Value {
-        Value::Object(self)
-    }
-}
-
-impl IntoResult for String {
-    fn into_result(self) -> Value {
-        Value::String(self)
-    }
-}
-
-impl IntoResult for () {
-    fn into_result(self) -> Value {
-        Value::Null
-    }
-}
-
-/// `handler(event) -> Result<R, E>` with the event as a value or map.
-pub fn call_handler<A, R, E, F>(handler: F, event: Value) -> Result<Value, String>
-where
-    A: FromEvent,
-    R: IntoResult,
-    E: Display,
-    F: Fn(A) -> Result<R, E>,
-{
-    let input = A::from_event(event)?;
-    handler(input)
-        .map(IntoResult::into_result)
-        .map_err(|error| error.to_string())
-}
-
-/// `handle(event: &str) -> Result<String, String>`: JSON text in and out.
-pub fn call_handle<S, E, F>(handle: F, event: Value) -> Result<Value, String>
-where
-    S: AsRef<str>,
-    E: Display,
-    F: Fn(&str) -> Result<S, E>,
-{
-    let text = event.to_string();
-    let output = handle(&text).map_err(|error| error.to_string())?;
-    serde_json::from_str(output.as_ref()).map_err(|error| {
-        format!("handle returned text that is not JSON ({error}); return serialized JSON")
-    })
-}
 
 // ---------------------------------------------------------------------------
 // Out of memory: under the sandbox's address-space limit an allocation can

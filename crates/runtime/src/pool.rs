@@ -128,6 +128,9 @@ pub struct WorkerInfo {
 
 const DIAGNOSTICS_TAIL_BYTES: usize = 4096;
 
+/// See [`Inner::replenish_soon`].
+const REPLENISH_DELAY: Duration = Duration::from_millis(250);
+
 /// The last few KiB a worker wrote to fd 1/2. Drained continuously so a
 /// flooding worker never blocks and never grows service memory.
 struct DiagnosticsTail {
@@ -549,6 +552,21 @@ impl Inner {
         }
     }
 
+    /// Replaces a blank worker that was just taken, a moment later: a
+    /// process start costs tens of milliseconds of CPU, and on a small
+    /// machine it would otherwise compete with the first execute that
+    /// usually follows initialize right away.
+    fn replenish_soon(self: &Arc<Self>) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = Arc::clone(self);
+        handle.spawn(async move {
+            tokio::time::sleep(REPLENISH_DELAY).await;
+            inner.replenish();
+        });
+    }
+
     /// Starts a process and waits for its `ready` frame.
     async fn start_worker(
         &self,
@@ -562,6 +580,12 @@ impl Inner {
         metrics::counter!("lambda_runtime_worker_spawns_total", "language" => self.language)
             .increment(1);
         let pid = process.child.id().unwrap_or(0);
+        tracing::debug!(
+            language = self.language,
+            pid,
+            worker_key = ?script.map(|s| &s.worker_key),
+            "worker started"
+        );
         let diagnostics = DiagnosticsTail::start(process.diagnostics);
         let mut worker = Worker {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -792,7 +816,7 @@ impl Inner {
                         inner: Arc::clone(self),
                         key: Arc::clone(&key),
                     };
-                    self.replenish();
+                    self.replenish_soon();
                     let mut lease = Lease {
                         inner: Arc::clone(self),
                         worker: Some(worker),
@@ -1160,7 +1184,15 @@ impl LanguageRuntime for PooledRuntime {
 /// per runtime at start.
 pub fn sandbox_mode(config: &RuntimeConfig) -> Result<SandboxMode, String> {
     match sandbox::probe_bwrap(&config.bwrap_path) {
-        Ok(bwrap) => Ok(SandboxMode::Bubblewrap { bwrap }),
+        Ok(bwrap) => {
+            if config.allow_insecure_no_sandbox {
+                tracing::warn!(
+                    "ALLOW_INSECURE_NO_SANDBOX=true is set, but bubblewrap works here: \
+                     workers are sandboxed anyway"
+                );
+            }
+            Ok(SandboxMode::Bubblewrap { bwrap })
+        }
         Err(reason) if config.allow_insecure_no_sandbox => {
             tracing::warn!(
                 %reason,

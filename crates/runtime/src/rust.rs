@@ -595,6 +595,8 @@ impl RustProgram {
             options.target.as_bytes(),
             &[options.opt_level],
             compile::HARNESS_SOURCE.as_bytes(),
+            compile::WASI_HARNESS_SOURCE.as_bytes(),
+            compile::ADAPTERS_SOURCE.as_bytes(),
         ]);
         self.bin_dir.join(if options.wasm {
             format!("{key}.wasm")
