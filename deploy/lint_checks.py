@@ -13,7 +13,6 @@ and the runtime mappings copy. Prints one line per problem; exits 1 if any.
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 import sys
@@ -413,20 +412,36 @@ def check_dockerfile() -> None:
         if not any(p.rstrip("/") in (required, f"/{required}", f"**/{required}") for p in patterns):
             problem(ignore_path, f"does not exclude {required}/")
 
+    def to_regex(pattern: str) -> re.Pattern:
+        # Docker's rules (Go filepath.Match plus `**`): `*` and `?` stop at
+        # `/`, `**` crosses directories.
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            elif pattern[i] == "*":
+                out, i = out + "[^/]*", i + 1
+            elif pattern[i] == "?":
+                out, i = out + "[^/]", i + 1
+            else:
+                out, i = out + re.escape(pattern[i]), i + 1
+        return re.compile(out + r"\Z")
+
+    rules = []
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        rules.append((negate, to_regex((pattern[1:] if negate else pattern).strip("/"))))
+
     def ignored(rel: str) -> bool:
+        # A path is excluded when a pattern matches it or one of its parents;
+        # the last matching pattern wins.
+        parts = rel.strip("/").split("/")
+        candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
         verdict = False
-        for pattern in patterns:
-            negate = pattern.startswith("!")
-            pat = pattern[1:] if negate else pattern
-            pat = pat.strip("/")
-            hit = fnmatch.fnmatch(rel, pat) or any(
-                fnmatch.fnmatch("/".join(rel.split("/")[:i]), pat) for i in range(1, rel.count("/") + 1)
-            )
-            if pat.startswith("**/"):
-                hit = hit or fnmatch.fnmatch(rel, pat[3:]) or any(
-                    fnmatch.fnmatch(part, pat[3:]) for part in rel.split("/")
-                )
-            if hit:
+        for negate, regex in rules:
+            if any(regex.match(c) for c in candidates):
                 verdict = not negate
         return verdict
 
@@ -441,9 +456,33 @@ def check_dockerfile() -> None:
                 problem(path, f"COPY source {source!r} does not exist")
             elif ignored(source):
                 problem(path, f"COPY source {source!r} is excluded by .dockerignore")
-    for needed in ("Cargo.toml", "Cargo.lock", "crates", "runtimes", "config/runtime_mappings.json"):
+    for needed in (
+        "Cargo.toml",
+        "Cargo.lock",
+        "crates/server/Cargo.toml",
+        "crates/server/src/main.rs",
+        "runtimes/nodejs/worker.js",
+        "runtimes/rust/deps/Cargo.lock",
+        "config/runtime_mappings.json",
+        *workspace_manifests(),
+    ):
         if ignored(needed):
             problem(ignore_path, f"excludes {needed}, which the build needs")
+
+
+def workspace_manifests() -> list[str]:
+    """Cargo.toml of every workspace member: cargo needs them all to load
+    the workspace, even to build one package."""
+    manifest = ROOT / "Cargo.toml"
+    if not manifest.exists():
+        return []
+    match = re.search(r"^members\s*=\s*\[(.*?)\]", manifest.read_text(), re.S | re.M)
+    out = []
+    for member in re.findall(r'"([^"]+)"', match.group(1) if match else ""):
+        for directory in sorted(ROOT.glob(member)):
+            if (directory / "Cargo.toml").exists():
+                out.append(str((directory / "Cargo.toml").relative_to(ROOT)))
+    return out
 
 
 # --------------------------------------------------------------------------

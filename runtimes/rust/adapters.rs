@@ -84,4 +84,3 @@ where
         format!("handle returned text that is not JSON ({error}); return serialized JSON")
     })
 }
-

@@ -147,7 +147,10 @@ impl LogCapture {
         }
         let diagnostics_fd = unsafe { dup(1) };
         if diagnostics_fd < 0 {
-            return Err(format!("dup(1) failed: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "dup(1) failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok(LogCapture {
             file: unsafe { File::from_raw_fd(fd) },
@@ -175,7 +178,9 @@ impl LogCapture {
         let written = self.file.metadata().map(|m| m.len()).unwrap_or(0);
         // Line text counts against the limit, newlines do not: twice the
         // limit always covers it.
-        let wanted = (max_log_bytes as u64).saturating_mul(2).saturating_add(1024);
+        let wanted = (max_log_bytes as u64)
+            .saturating_mul(2)
+            .saturating_add(1024);
         let mut raw = Vec::new();
         let _ = self.file.seek(SeekFrom::Start(0));
         let _ = (&mut self.file).take(wanted).read_to_end(&mut raw);
@@ -297,7 +302,12 @@ where
         Err(_) => {
             let report = LAST_PANIC.lock().ok().and_then(|mut last| last.take());
             let Some(report) = report else {
-                return error_frame("script", "the handler panicked".to_string(), logs, truncated);
+                return error_frame(
+                    "script",
+                    "the handler panicked".to_string(),
+                    logs,
+                    truncated,
+                );
             };
             let in_user_file = report.file.as_deref() == Some(user_file);
             let location = report

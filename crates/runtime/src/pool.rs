@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 
 use crate::config::RuntimeConfig;
 use crate::frame::{self, ErrorKind, FrameError, Response};
-use crate::sandbox::{self, SandboxMode, SandboxSpec};
+use crate::sandbox::{self, SandboxMode, SandboxSpec, WorkerIdentity};
 use crate::{
     Language, LanguageRuntime, LimitKind, Limits, Output, Prepared, RuntimeError, RuntimeStatus,
     Script, SourceLocation,
@@ -324,6 +324,9 @@ impl State {
 struct Inner {
     program: Arc<dyn WorkerProgram>,
     mode: SandboxMode,
+    /// `setpriv` when workers get their own host uid (see
+    /// [`WorkerIdentity::HostUid`]).
+    setpriv: Option<std::path::PathBuf>,
     settings: PoolSettings,
     state: Mutex<State>,
     changed: Notify,
@@ -574,7 +577,14 @@ impl Inner {
         script: Option<&Script>,
     ) -> Result<Worker, RuntimeError> {
         let spec = self.program.spec(&limits, script)?;
-        let process = sandbox::spawn(&self.mode, &spec).map_err(|e| {
+        let identity = match &self.setpriv {
+            Some(setpriv) => WorkerIdentity::HostUid {
+                setpriv: setpriv.clone(),
+                uid: sandbox::next_worker_uid(),
+            },
+            None => WorkerIdentity::UserNamespace,
+        };
+        let process = sandbox::spawn_as(&self.mode, &spec, &identity).map_err(|e| {
             RuntimeError::Internal(format!("starting a {} worker failed: {e}", self.language))
         })?;
         metrics::counter!("lambda_runtime_worker_spawns_total", "language" => self.language)
@@ -990,9 +1000,31 @@ impl WorkerPool {
     /// called inside a tokio runtime.
     pub fn new(program: Arc<dyn WorkerProgram>, mode: SandboxMode, settings: PoolSettings) -> Self {
         let language = program.language().as_str();
+        let setpriv = match &mode {
+            SandboxMode::Bubblewrap { bwrap } => sandbox::host_uid_switch().filter(|setpriv| {
+                let identity = WorkerIdentity::HostUid {
+                    setpriv: setpriv.clone(),
+                    uid: sandbox::next_worker_uid(),
+                };
+                match sandbox::probe_identity(bwrap, &identity) {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        tracing::warn!(
+                            language,
+                            %reason,
+                            "cannot give workers their own host uid; using a user namespace \
+                             (no per-worker process limit)"
+                        );
+                        false
+                    }
+                }
+            }),
+            SandboxMode::Insecure => None,
+        };
         let inner = Arc::new(Inner {
             program,
             mode,
+            setpriv,
             settings,
             state: Mutex::new(State::default()),
             changed: Notify::new(),

@@ -6,25 +6,32 @@
 //! rest. The Rust-native runtime reuses it for compiled workers.
 //!
 //! What the sandbox gives a worker (bubblewrap mode):
-//! - new user, pid, net, ipc, uts and cgroup namespaces (`--unshare-all`):
-//!   no network interface but a private loopback, no view of host processes;
-//!   further user namespaces are refused (`--disable-userns`);
-//! - uid/gid 65534 inside, no capabilities (`--cap-drop ALL`), a new session
-//!   (no TIOCSTI on the service's terminal), killed with its parent;
+//! - new pid, net, ipc, uts and cgroup namespaces: no network interface but
+//!   a private loopback, no view of host processes;
+//! - an identity that is not root on the host ([`WorkerIdentity`]): when the
+//!   service runs as root, bwrap runs privileged and `setpriv` switches the
+//!   worker to its own unprivileged host uid (one per worker) with no
+//!   capabilities, an empty bounding set and no_new_privs; otherwise bwrap
+//!   runs unprivileged in a new user namespace as uid 65534 with no
+//!   capabilities and no nested user namespaces;
+//! - a new session (no TIOCSTI on the service's terminal), killed with its
+//!   parent;
 //! - a root made only of read-only binds of /usr (+ the /bin, /lib* links),
-//!   the extra paths of the spec, a fresh /proc and minimal /dev, and a
-//!   private size-capped tmpfs on /tmp; no /etc, /home, /root or /work;
+//!   the extra paths of the spec, a fresh /proc and minimal /dev (both
+//!   read-only apart from the device nodes), and a private size-capped tmpfs
+//!   on /tmp; no /etc, /home, /root or /work;
 //! - an empty environment except the spec's variables;
-//! - rlimits (address space, processes, file size, open files, CPU), set
-//!   before exec so they also bind bwrap's children. RLIMIT_NPROC counts per
-//!   (user namespace, uid) since Linux 5.14, and each worker has its own user
-//!   namespace, so the limit applies per worker, not to all of them at once.
+//! - rlimits (address space, file size, open files, CPU, no core dumps), set
+//!   before exec so they also bind bwrap's children. RLIMIT_NPROC counts
+//!   processes per host uid and exempts uid 0, so it is only effective (and
+//!   only applied) with a per-worker host uid.
 
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
@@ -41,6 +48,43 @@ pub enum SandboxMode {
     Bubblewrap { bwrap: PathBuf },
     /// `ALLOW_INSECURE_NO_SANDBOX`: rlimits and a cleared environment only.
     Insecure,
+}
+
+/// Who the sandboxed program runs as on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerIdentity {
+    /// The service runs as root: bwrap runs privileged (no user namespace,
+    /// so it can bind paths only root can reach, like a pyenv prefix under
+    /// /root) and `setpriv` switches the program to `uid` (gid `uid`), no
+    /// capabilities, empty bounding set, no_new_privs. Every worker gets its
+    /// own uid so RLIMIT_NPROC counts its processes alone.
+    HostUid { setpriv: PathBuf, uid: u32 },
+    /// bwrap in a new user namespace, uid/gid 65534 inside, all capabilities
+    /// dropped, no nested user namespaces. On the host the program keeps
+    /// the service's uid, so RLIMIT_NPROC is not applied (it would count
+    /// the service's own processes).
+    UserNamespace,
+}
+
+/// Host uids handed to workers: far above any real account.
+const WORKER_UID_BASE: u32 = 1_000_000_000;
+const WORKER_UID_SPAN: u32 = 100_000_000;
+static NEXT_WORKER_UID: AtomicU32 = AtomicU32::new(0);
+
+/// A host uid no other live worker of this service uses (the range wraps
+/// after 10^8 workers).
+pub fn next_worker_uid() -> u32 {
+    WORKER_UID_BASE + NEXT_WORKER_UID.fetch_add(1, Ordering::Relaxed) % WORKER_UID_SPAN
+}
+
+/// `setpriv`, when the service runs as root and can therefore give workers
+/// their own host uid; `None` means [`WorkerIdentity::UserNamespace`].
+pub fn host_uid_switch() -> Option<PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    resolve_program(Path::new("setpriv")).filter(|p| p.starts_with("/usr"))
 }
 
 /// Resource limits applied to the worker (and everything it starts).
@@ -136,43 +180,87 @@ fn root_layout_args(args: &mut Vec<OsString>) {
     }
 }
 
-/// The bwrap command line for `spec` (everything before the program).
+/// The bwrap command line for `spec` (everything before the program) in
+/// [`WorkerIdentity::UserNamespace`] mode.
 pub fn bwrap_args(spec: &SandboxSpec) -> Vec<OsString> {
-    let mut args: Vec<OsString> = [
-        "--unshare-all",
-        "--unshare-user",
-        "--disable-userns",
+    bwrap_args_as(spec, &WorkerIdentity::UserNamespace)
+}
+
+/// bwrap creates missing parents of a bind target with the source
+/// parents' modes (0700 for /root): created explicitly as 0755 instead, so
+/// an unprivileged worker can reach the bound path.
+fn parent_dirs(args: &mut Vec<OsString>, path: &Path, seen: &mut Vec<PathBuf>) {
+    let mut parents: Vec<&Path> = path.ancestors().skip(1).collect();
+    parents.reverse();
+    for parent in parents {
+        if parent == Path::new("/")
+            || parent == Path::new("/tmp")
+            || seen.iter().any(|p| p == parent)
+        {
+            continue;
+        }
+        seen.push(parent.to_path_buf());
+        for s in ["--perms", "0755", "--dir"] {
+            args.push(s.into());
+        }
+        args.push(parent.as_os_str().to_os_string());
+    }
+}
+
+/// The bwrap command line for `spec` running as `identity`: everything
+/// before the program (for [`WorkerIdentity::HostUid`] that ends with the
+/// `setpriv` invocation).
+pub fn bwrap_args_as(spec: &SandboxSpec, identity: &WorkerIdentity) -> Vec<OsString> {
+    let namespaces: &[&str] = match identity {
+        WorkerIdentity::HostUid { .. } => &[
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+        ],
+        WorkerIdentity::UserNamespace => &[
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--cap-drop",
+            "ALL",
+            "--uid",
+            "65534",
+            "--gid",
+            "65534",
+        ],
+    };
+    let mut args: Vec<OsString> = namespaces.iter().map(OsString::from).collect();
+    for s in [
         "--die-with-parent",
         "--new-session",
-        "--cap-drop",
-        "ALL",
-        "--uid",
-        "65534",
-        "--gid",
-        "65534",
         "--hostname",
         "sandbox",
         "--ro-bind",
         "/usr",
         "/usr",
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
+    ] {
+        args.push(s.into());
+    }
     root_layout_args(&mut args);
     // /tmp first: a bound path under the host's /tmp (the default work
     // dir) must land on top of the private tmpfs, not under it.
-    for s in ["--proc", "/proc", "--dev", "/dev", "--size"] {
+    for s in [
+        "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size",
+    ] {
         args.push(s.into());
     }
     args.push(spec.tmp_size_bytes.to_string().into());
     for s in ["--tmpfs", "/tmp"] {
         args.push(s.into());
     }
+    let mut seen = Vec::new();
     for path in &spec.ro_binds {
         if path.starts_with("/usr") {
             continue;
         }
+        parent_dirs(&mut args, path, &mut seen);
         args.push("--ro-bind".into());
         args.push(path.clone().into_os_string());
         args.push(path.clone().into_os_string());
@@ -201,12 +289,35 @@ pub fn bwrap_args(spec: &SandboxSpec) -> Vec<OsString> {
         args.push(value.into());
     }
     args.push("--".into());
+    if let WorkerIdentity::HostUid { setpriv, uid } = identity {
+        args.push(setpriv.clone().into_os_string());
+        args.push(format!("--reuid={uid}").into());
+        args.push(format!("--regid={uid}").into());
+        for s in [
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ] {
+            args.push(s.into());
+        }
+    }
     args
 }
 
 /// Starts `spec` under `mode`. The child gets /dev/null on fd 0, the
 /// diagnostics pipe on fds 1 and 2, and the frame channels on fds 3 and 4.
 pub fn spawn(mode: &SandboxMode, spec: &SandboxSpec) -> io::Result<SandboxedProcess> {
+    spawn_as(mode, spec, &WorkerIdentity::UserNamespace)
+}
+
+/// [`spawn`] with an explicit [`WorkerIdentity`].
+pub fn spawn_as(
+    mode: &SandboxMode,
+    spec: &SandboxSpec,
+    identity: &WorkerIdentity,
+) -> io::Result<SandboxedProcess> {
     let (request_read, request_write) = cloexec_pipe()?;
     let (response_read, response_write) = cloexec_pipe()?;
     let (diag_read, diag_write) = cloexec_pipe()?;
@@ -215,7 +326,7 @@ pub fn spawn(mode: &SandboxMode, spec: &SandboxSpec) -> io::Result<SandboxedProc
     let mut command = match mode {
         SandboxMode::Bubblewrap { bwrap } => {
             let mut c = Command::new(bwrap);
-            c.args(bwrap_args(spec));
+            c.args(bwrap_args_as(spec, identity));
             c.arg(&spec.program);
             c.args(&spec.args);
             c.env_clear();
@@ -241,7 +352,13 @@ pub fn spawn(mode: &SandboxMode, spec: &SandboxSpec) -> io::Result<SandboxedProc
         .stderr(Stdio::from(diag_write_2))
         .kill_on_drop(true);
 
-    let limits = spec.rlimits.to_libc();
+    let mut rlimits = spec.rlimits.clone();
+    let per_worker_uid = matches!(mode, SandboxMode::Bubblewrap { .. })
+        && matches!(identity, WorkerIdentity::HostUid { .. });
+    if !per_worker_uid {
+        rlimits.processes = None;
+    }
+    let limits = rlimits.to_libc();
     let child_request_fd = request_read.as_raw_fd();
     let child_response_fd = response_write.as_raw_fd();
     // SAFETY: the closure runs between fork and exec and only calls
@@ -302,12 +419,8 @@ pub fn resolve_program(program: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(candidate).ok()
 }
 
-/// Checks once, at start, that bubblewrap can build a sandbox here (it may
-/// be missing, or user namespaces may be disabled). Returns the reason it
-/// cannot.
-pub fn probe_bwrap(bwrap: &Path) -> Result<PathBuf, String> {
-    let path = resolve_program(bwrap)
-        .ok_or_else(|| format!("bubblewrap ({}) is not installed", bwrap.display()))?;
+/// Checks that `bwrap` can start a program as `identity` here.
+pub fn probe_identity(bwrap: &Path, identity: &WorkerIdentity) -> Result<(), String> {
     let spec = SandboxSpec {
         program: PathBuf::from("/usr/bin/true"),
         args: Vec::new(),
@@ -316,20 +429,31 @@ pub fn probe_bwrap(bwrap: &Path) -> Result<PathBuf, String> {
         rlimits: Rlimits::default(),
         tmp_size_bytes: 1024 * 1024,
     };
-    let output = std::process::Command::new(&path)
-        .args(bwrap_args(&spec))
+    let output = std::process::Command::new(bwrap)
+        .args(bwrap_args_as(&spec, identity))
         .arg("/usr/bin/true")
         .env_clear()
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("bubblewrap ({}) cannot start: {e}", path.display()))?;
+        .map_err(|e| format!("bubblewrap ({}) cannot start: {e}", bwrap.display()))?;
     if output.status.success() {
-        Ok(path)
+        Ok(())
     } else {
-        Err(format!(
-            "bubblewrap ({}) cannot create a sandbox here: {}",
-            path.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
     }
+}
+
+/// Checks once, at start, that bubblewrap can build a sandbox here (it may
+/// be missing, or user namespaces may be disabled). Returns the reason it
+/// cannot.
+pub fn probe_bwrap(bwrap: &Path) -> Result<PathBuf, String> {
+    let path = resolve_program(bwrap)
+        .ok_or_else(|| format!("bubblewrap ({}) is not installed", bwrap.display()))?;
+    probe_identity(&path, &WorkerIdentity::UserNamespace).map_err(|reason| {
+        format!(
+            "bubblewrap ({}) cannot create a sandbox here: {reason}",
+            path.display()
+        )
+    })?;
+    Ok(path)
 }

@@ -232,7 +232,11 @@ async fn a_guest_sleeping_in_a_host_call_times_out_too() {
         matches!(outcome, Err(RuntimeError::Timeout { timeout_ms: 300 })),
         "{outcome:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
