@@ -24,11 +24,16 @@ let current = null;
 
 // ---------------------------------------------------------------- frames out
 
-function sendRaw(json) {
+function encodeFrame(json) {
   const payload = Buffer.from(json, 'utf8');
   const frame = Buffer.allocUnsafe(4 + payload.length);
   frame.writeUInt32BE(payload.length, 0);
   payload.copy(frame, 4);
+  return frame;
+}
+
+function sendRaw(json) {
+  const frame = encodeFrame(json);
   let off = 0;
   while (off < frame.length) {
     off += fs.writeSync(OUT_FD, frame, off, frame.length - off);
@@ -390,9 +395,8 @@ function deliverResponse(json) {
 
 // The first run of the execute path pays for V8 compiling and tiering the
 // worker's own functions (about 1-3 ms). Running that path a few times with
-// a stand-in handler at load time, with output discarded, makes the first
-// real execute as fast as the following ones. The user's handler is not
-// called.
+// a stand-in handler before reporting ready, with output discarded, makes
+// the first real execute as fast as the following ones.
 function warmUp() {
   const savedHandler = handler;
   const savedStyle = style;
@@ -402,14 +406,17 @@ function warmUp() {
   };
   style = 'module';
   let chain = Promise.resolve();
-  for (let n = 0; n < 5; n++) {
+  for (let n = 0; n < 10; n++) {
     chain = chain.then(
       () =>
         new Promise((resolve) => {
-          const payload = Buffer.from(
+          const payload = encodeFrame(
             JSON.stringify({ type: 'execute', max_log_bytes: 1024, max_result_bytes: 1024, event: { params: { n } } }),
-          );
-          execute(JSON.parse(payload.toString('utf8')), () => resolve());
+          ).subarray(4);
+          execute(JSON.parse(payload.toString('utf8')), (json) => {
+            encodeFrame(json);
+            resolve();
+          });
         }),
     );
   }
@@ -451,10 +458,7 @@ function dispatch(payload) {
           send(reply);
           return;
         }
-        warmUp().then(
-          () => send(reply),
-          () => send(reply),
-        );
+        send(reply);
       }
       return;
     case 'execute':
@@ -486,7 +490,10 @@ function main() {
   });
   input.on('end', () => process.exit(0));
   input.on('error', () => process.exit(0));
-  send({ type: 'ready', protocol: PROTOCOL, runtime: 'node ' + process.version });
+  // Warm up while blank, long before any request: the background work it
+  // leaves (tier-up compilation, GC) is done by the time a script arrives.
+  const ready = () => send({ type: 'ready', protocol: PROTOCOL, runtime: 'node ' + process.version });
+  warmUp().then(ready, ready);
 }
 
 main();

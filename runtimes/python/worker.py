@@ -401,8 +401,8 @@ def finish(req, response, deliver):
 
 def warm_up():
     """Runs the execute path a few times with a stand-in handler (output
-    discarded) so the first real execute does not pay for first-use costs.
-    The user's handler is not called."""
+    discarded) before the worker reports ready, so the first real execute
+    does not pay for first-use costs."""
     global handler, style
     saved = handler, style
 
@@ -440,6 +440,8 @@ def reap_strays():
 def main():
     sys.stdout = Capture()
     sys.stderr = Capture()
+    # Warm up while blank, long before any request arrives.
+    warm_up()
     send({"type": "ready", "protocol": PROTOCOL, "runtime": "python " + sys.version.split()[0]})
     while True:
         payload = read_frame()
@@ -455,10 +457,7 @@ def main():
             if style is not None:
                 send(init_error("this worker already holds a script"))
             else:
-                reply = load(msg)
-                if reply.get("type") == "loaded":
-                    warm_up()
-                send(reply)
+                send(load(msg))
         elif kind == "execute":
             if style is None:
                 send({"type": "error", "kind": "script", "message": "no script loaded", "line": None, "column": None, "stack": None})

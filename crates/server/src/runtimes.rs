@@ -2,8 +2,9 @@
 
 use lambda_core::Config;
 use lambda_runtime::config::RuntimeConfig;
-use lambda_runtime::wasm::WasmConfig;
-use lambda_runtime::{nodejs, python, wasm, Limits, Runtimes};
+use lambda_runtime::rust::RustConfig;
+use lambda_runtime::wasm::{WasmConfig, WasmRuntime};
+use lambda_runtime::{nodejs, python, rust, Limits, Runtimes};
 
 pub fn build(config: &Config) -> Runtimes {
     let workers = &config.workers;
@@ -32,8 +33,12 @@ pub fn build(config: &Config) -> Runtimes {
         queue_wait: workers.queue_wait,
         ..WasmConfig::default()
     };
+    // One wasmtime engine serves wasm sessions and Rust compiled to wasm32-wasip1.
+    let wasm = WasmRuntime::new(wasm_config);
+    let rust_config = RustConfig::new(runtime_config.clone(), config.data_dir.clone());
     Runtimes::new()
         .with(nodejs::runtime(&runtime_config))
         .with(python::runtime(&runtime_config))
-        .with(wasm::runtime(wasm_config))
+        .with(rust::runtime(rust_config, Some(wasm.clone())))
+        .with(wasm)
 }

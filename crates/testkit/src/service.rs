@@ -55,7 +55,10 @@ impl TestService {
         let (data_dir, temp_dir) = match options.data_dir {
             Some(dir) => (dir, None),
             None => {
-                let temp = tempfile::tempdir()?;
+                // Not under /tmp: the sandbox mounts a private /tmp over it.
+                let base = std::path::Path::new("/var/tmp/lambda-tests");
+                std::fs::create_dir_all(base)?;
+                let temp = tempfile::tempdir_in(base)?;
                 (temp.path().to_path_buf(), Some(temp))
             }
         };

@@ -92,12 +92,18 @@ pub async fn first_vs_warm(
     for _ in 0..5 {
         let s = script(language, source);
         rt.prepare(&s).await.unwrap();
+        let pool = rt.pool().unwrap();
+        let warmed = pool.worker_pids(&s.worker_key);
+        assert_eq!(warmed.len(), 1, "prepare leaves exactly one warm worker");
         tokio::time::sleep(gap).await;
         let t = Instant::now();
         rt.execute(&s, &event(json!({"a": 1, "b": 2})), &limits())
             .await
             .unwrap();
         firsts.push(t.elapsed());
+        // No process was started for the first execute: the worker prepare
+        // warmed served it and is still the only one.
+        assert_eq!(pool.worker_pids(&s.worker_key), warmed);
         for _ in 0..3 {
             tokio::time::sleep(gap).await;
             let t = Instant::now();
