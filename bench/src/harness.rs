@@ -681,7 +681,7 @@ impl Harness {
     /// Initialize per language, one connection: the same script again (the
     /// common case: a warm worker for it exists), and new scripts each time
     /// (a blank worker is specialized). Rust: cold compile and cached artifact.
-    pub async fn initialize(&mut self) {
+    pub async fn initialize_latency(&mut self) {
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let sessions = self.measurements.runtimes.sessions.clone();
         for language in sessions.keys() {

@@ -262,7 +262,7 @@ async fn run_scenarios(
             eprintln!("lambda-bench: warm execute");
             harness.warm_execute().await;
             eprintln!("lambda-bench: initialize");
-            harness.initialize().await;
+            harness.initialize_latency().await;
             eprintln!("lambda-bench: initialize → first execute");
             harness.first_execute().await;
             eprintln!("lambda-bench: many sessions");

@@ -76,6 +76,7 @@ impl Guarded {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        eprintln!("lambda-bench: the {} ignored SIGTERM for {} s; killing it", self.name, GRACEFUL_EXIT.as_secs());
         let _ = child.kill();
         let _ = child.wait();
         false

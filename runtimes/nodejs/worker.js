@@ -477,14 +477,24 @@ function dispatch(payload) {
 function main() {
   installConsole();
   const input = new net.Socket({ fd: IN_FD, readable: true, writable: false });
-  let buffered = Buffer.alloc(0);
+  // Chunks are kept until a whole frame is there and joined once: joining
+  // on every chunk would copy a multi-megabyte event over and over.
+  let chunks = [];
+  let total = 0;
   input.on('data', (chunk) => {
-    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-    while (buffered.length >= 4) {
-      const len = buffered.readUInt32BE(0);
-      if (buffered.length < 4 + len) break;
+    chunks.push(chunk);
+    total += chunk.length;
+    for (;;) {
+      const head = chunks[0];
+      if (total < 4) return;
+      const first = head.length >= 4 ? head : Buffer.concat(chunks);
+      const len = first.readUInt32BE(0);
+      if (total < 4 + len) return;
+      const buffered = chunks.length === 1 ? head : Buffer.concat(chunks, total);
       const payload = buffered.subarray(4, 4 + len);
-      buffered = buffered.subarray(4 + len);
+      const rest = buffered.subarray(4 + len);
+      chunks = rest.length > 0 ? [rest] : [];
+      total = rest.length;
       dispatch(payload);
     }
   });

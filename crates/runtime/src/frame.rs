@@ -120,44 +120,32 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// Every frame a worker sends.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug)]
 pub enum Response {
     Ready {
         protocol: u32,
-        #[serde(default)]
         runtime: String,
     },
     Loaded {
-        #[serde(default)]
         style: Option<String>,
     },
     Result {
-        #[serde(default)]
         result: Value,
-        #[serde(default)]
         logs: Vec<String>,
-        #[serde(default)]
         logs_truncated: bool,
     },
     Error(WorkerError),
 }
 
 /// The payload of an `error` frame.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct WorkerError {
     pub kind: ErrorKind,
-    #[serde(default)]
     pub message: String,
-    #[serde(default)]
     pub line: Option<u32>,
-    #[serde(default)]
     pub column: Option<u32>,
-    #[serde(default)]
     pub stack: Option<String>,
-    #[serde(default)]
     pub logs: Vec<String>,
-    #[serde(default)]
     pub logs_truncated: bool,
 }
 
@@ -173,9 +161,66 @@ pub enum ErrorKind {
     Processes,
 }
 
+/// Every field any response may carry. Parsing into this flat struct is one
+/// pass over the payload; serde's internally tagged enums would first
+/// buffer the whole frame (a result of megabytes) into an intermediate tree.
+#[derive(Deserialize)]
+struct FlatResponse {
+    r#type: String,
+    #[serde(default)]
+    protocol: u32,
+    #[serde(default)]
+    runtime: String,
+    #[serde(default)]
+    style: Option<String>,
+    #[serde(default)]
+    result: Value,
+    #[serde(default)]
+    logs: Vec<String>,
+    #[serde(default)]
+    logs_truncated: bool,
+    #[serde(default)]
+    kind: Option<ErrorKind>,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    line: Option<u32>,
+    #[serde(default)]
+    column: Option<u32>,
+    #[serde(default)]
+    stack: Option<String>,
+}
+
 /// Parses a response payload.
 pub fn parse_response(payload: &[u8]) -> Result<Response, FrameError> {
-    serde_json::from_slice(payload).map_err(|e| FrameError::Malformed(e.to_string()))
+    let flat: FlatResponse =
+        serde_json::from_slice(payload).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    match flat.r#type.as_str() {
+        "ready" => Ok(Response::Ready {
+            protocol: flat.protocol,
+            runtime: flat.runtime,
+        }),
+        "loaded" => Ok(Response::Loaded { style: flat.style }),
+        "result" => Ok(Response::Result {
+            result: flat.result,
+            logs: flat.logs,
+            logs_truncated: flat.logs_truncated,
+        }),
+        "error" => Ok(Response::Error(WorkerError {
+            kind: flat
+                .kind
+                .ok_or_else(|| FrameError::Malformed("an error frame without a kind".into()))?,
+            message: flat.message,
+            line: flat.line,
+            column: flat.column,
+            stack: flat.stack,
+            logs: flat.logs,
+            logs_truncated: flat.logs_truncated,
+        })),
+        other => Err(FrameError::Malformed(format!(
+            "unknown frame type '{other}'"
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +253,20 @@ mod tests {
             }
         ));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn result_frames_parse_with_fields_in_any_order() {
+        let r = parse_response(br#"{"result":{"a":[1,2]},"logs":["x"],"type":"result"}"#).unwrap();
+        match r {
+            Response::Result { result, logs, .. } => {
+                assert_eq!(result["a"][1], 2);
+                assert_eq!(logs, vec!["x"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_response(br#"{"type":"bogus"}"#).is_err());
+        assert!(parse_response(br#"{"type":"error","message":"no kind"}"#).is_err());
     }
 
     #[test]

@@ -734,7 +734,7 @@ impl Inner {
                     if worker.limits != limits || worker.is_dead() {
                         state.n_live = state.n_live.saturating_sub(1);
                         state.infos.remove(&worker.id);
-                        dead.push(worker);
+                        dead.push((worker, "dead_or_stale"));
                         continue;
                     }
                     plan = Some(Plan::Warm(worker));
@@ -751,7 +751,7 @@ impl Inner {
                             if worker.is_dead() {
                                 state.n_live = state.n_live.saturating_sub(1);
                                 state.infos.remove(&worker.id);
-                                dead.push(worker);
+                                dead.push((worker, "dead_or_stale"));
                                 continue;
                             }
                             blank = Some(worker);
@@ -770,12 +770,7 @@ impl Inner {
                         } else if let Some(victim) = state.take_lru_idle() {
                             // The victim's slot passes straight to the new worker.
                             state.infos.remove(&victim.id);
-                            dead.push(victim);
-                            metrics::counter!(
-                                "lambda_runtime_worker_kills_total",
-                                "language" => self.language, "reason" => "evicted"
-                            )
-                            .increment(1);
+                            dead.push((victim, "evicted"));
                             Plan::Spawn
                         } else if let Some(index) =
                             state.blank.iter().position(|w| w.limits != limits)
@@ -784,7 +779,7 @@ impl Inner {
                             // than a request that can run now.
                             let victim = state.blank.swap_remove(index);
                             state.infos.remove(&victim.id);
-                            dead.push(victim);
+                            dead.push((victim, "evicted"));
                             Plan::Spawn
                         } else {
                             Plan::Wait
@@ -809,8 +804,8 @@ impl Inner {
                 self.publish(&state);
                 plan
             };
-            for worker in dead {
-                self.kill_process(worker, "dead_or_stale");
+            for (worker, reason) in dead {
+                self.kill_process(worker, reason);
             }
 
             match plan {

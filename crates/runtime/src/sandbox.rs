@@ -385,6 +385,17 @@ pub fn spawn_as(
             if libc::dup2(request, REQUEST_FD) < 0 || libc::dup2(response, RESPONSE_FD) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // Descriptors the service inherited without CLOEXEC (a build
+            // tool's jobserver pipe, a supervisor's socket) must not reach
+            // user code: marked CLOEXEC rather than closed, so std's own
+            // exec-error pipe keeps working. Needs Linux 5.11; on older
+            // kernels they stay open, which is no worse than before.
+            libc::syscall(
+                libc::SYS_close_range,
+                RESPONSE_FD + 1,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             Ok(())
         });
     }

@@ -844,3 +844,37 @@ async fn throughput() {
         n as f64 / parallel.as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn large_events_and_results_round_trip() {
+    let (rt, _c) = node();
+    let big = "y".repeat(3 * 1024 * 1024);
+    let s = script(
+        Language::Nodejs,
+        "return { n: event.params.s.length, s: event.params.s };",
+    );
+    rt.prepare(&s).await.unwrap();
+    for _ in 0..3 {
+        let out = rt
+            .execute(&s, &event(json!({ "s": big })), &limits())
+            .await
+            .unwrap();
+        assert_eq!(out.result["n"], json!(big.len()));
+        assert_eq!(out.result["s"].as_str().map(str::len), Some(big.len()));
+    }
+}
+
+#[tokio::test]
+async fn limits_other_than_the_spawn_limits_get_their_own_worker() {
+    let (rt, _c) = node();
+    let s = script(Language::Nodejs, "return process.execArgv;");
+    rt.prepare(&s).await.unwrap();
+    let warmed = rt.pool().unwrap().worker_pids(&s.worker_key);
+    let small = Limits {
+        memory_bytes: 64 * 1024 * 1024,
+        ..limits()
+    };
+    let out = rt.execute(&s, &event(json!({})), &small).await.unwrap();
+    assert_eq!(out.result, json!(["--max-old-space-size=64"]));
+    assert_ne!(rt.pool().unwrap().worker_pids(&s.worker_key), warmed);
+}

@@ -635,3 +635,22 @@ async fn throughput() {
         n as f64 / parallel.as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn large_events_and_results_round_trip() {
+    let (rt, _c) = python();
+    let big = "y".repeat(3 * 1024 * 1024);
+    let s = script(
+        Language::Python,
+        "def handle(params):\n    return {'n': len(params['s']), 's': params['s']}\n",
+    );
+    rt.prepare(&s).await.unwrap();
+    for _ in 0..3 {
+        let out = rt
+            .execute(&s, &event(json!({ "s": big })), &limits())
+            .await
+            .unwrap();
+        assert_eq!(out.result["n"], json!(big.len()));
+        assert_eq!(out.result["s"].as_str().map(str::len), Some(big.len()));
+    }
+}

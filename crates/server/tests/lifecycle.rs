@@ -184,3 +184,62 @@ impl InitializeReply for Api {
             .await
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_the_schema_and_exits() {
+    let database = TestDatabase::create().await.expect("database");
+    let output = std::process::Command::new(binary())
+        .arg("migrate")
+        .env("DATABASE_URL", database.url())
+        .output()
+        .expect("run migrate");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut connection = sqlx::PgConnection::connect(database.url()).await.expect("connect");
+    let functions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM meta.functions")
+        .fetch_one(&mut connection)
+        .await
+        .expect("meta.functions exists");
+    assert_eq!(functions, 3, "seeded functions");
+    for table in ["meta.scripts", "meta.sessions", "public.request_logs", "public.error_logs"] {
+        sqlx::query(&format!("SELECT 1 FROM {table} LIMIT 1"))
+            .fetch_optional(&mut connection)
+            .await
+            .unwrap_or_else(|error| panic!("{table}: {error}"));
+    }
+    // A database missing a column is named in a clear error at start.
+    sqlx::query("ALTER TABLE meta.sessions DROP COLUMN compile_error")
+        .execute(&mut connection)
+        .await
+        .expect("drop column");
+    let output = std::process::Command::new(binary())
+        .arg("migrate")
+        .env("DATABASE_URL", database.url())
+        .output()
+        .expect("run migrate");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("meta.sessions.compile_error"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_configuration_stops_start_up_naming_the_variable() {
+    for (variable, value) in [
+        ("SESSION_EXPIRY_SECONDS", "an hour"),
+        ("BIND_ADDR", "localhost"),
+        ("DATABASE_URL", "mysql://db/x"),
+        ("LOG_FORMAT", "xml"),
+        ("MAX_SCRIPT_SIZE", "0"),
+        ("DB_LOGGING_ENABLED", "maybe"),
+        ("RATE_LIMIT_EXECUTE_PER_MINUTE", "lots"),
+    ] {
+        let output = std::process::Command::new(binary())
+            .env_remove("DATABASE_URL")
+            .env("DATA_DIR", "/var/tmp/lambda-tests/config-check")
+            .env(variable, value)
+            .output()
+            .expect("run");
+        assert!(!output.status.success(), "{variable}={value} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
+    }
+}

@@ -90,6 +90,9 @@ pub async fn first_vs_warm(
     let mut firsts = Vec::new();
     let mut warms = Vec::new();
     for _ in 0..5 {
+        // Blank workers exist long before a request in a running service;
+        // let the one started for the previous round come up and settle.
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let s = script(language, source);
         rt.prepare(&s).await.unwrap();
         let pool = rt.pool().unwrap();
