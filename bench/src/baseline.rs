@@ -35,7 +35,10 @@ struct ExecuteResponse {
     result: i64,
 }
 
-async fn execute(Path(request_id): Path<String>, Json(body): Json<ExecuteBody>) -> Json<ExecuteResponse> {
+async fn execute(
+    Path(request_id): Path<String>,
+    Json(body): Json<ExecuteBody>,
+) -> Json<ExecuteResponse> {
     let started = Instant::now();
     let result = body.params.a.wrapping_add(body.params.b);
     Json(ExecuteResponse {
@@ -50,12 +53,18 @@ async fn execute(Path(request_id): Path<String>, Json(body): Json<ExecuteBody>) 
 pub fn router() -> Router {
     Router::new()
         .route("/api/v1/execute/{request_id}", post(execute))
-        .route("/health", axum::routing::get(|| async { "{\"status\":\"ok\"}" }))
+        .route(
+            "/health",
+            axum::routing::get(|| async { "{\"status\":\"ok\"}" }),
+        )
 }
 
 /// The `baseline` subcommand: serve on `addr` until killed.
 pub fn main(addr: SocketAddr) -> anyhow::Result<()> {
-    anyhow::ensure!(addr.ip().is_loopback(), "the baseline only listens on loopback");
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "the baseline only listens on loopback"
+    );
     crate::procfs::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -65,6 +74,8 @@ pub fn main(addr: SocketAddr) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        axum::serve(listener, router()).await.context("baseline server failed")
+        axum::serve(listener, router())
+            .await
+            .context("baseline server failed")
     })
 }

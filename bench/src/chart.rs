@@ -40,14 +40,22 @@ struct Bar {
 
 fn bars(report: &Report) -> (usize, Vec<Bar>) {
     let levels = &report.measurements.rows;
-    let level = if levels.iter().any(|row| row.connections == 32) { 32 } else { 1 };
+    let level = if levels.iter().any(|row| row.connections == 32) {
+        32
+    } else {
+        1
+    };
     let mut bars: Vec<Bar> = report
         .measurements
         .rows
         .iter()
         .filter(|row| row.scenario == "warm execute" && row.connections == level)
         .map(|row| Bar {
-            label: if row.language == "baseline" { "baseline".into() } else { row.language.clone() },
+            label: if row.language == "baseline" {
+                "baseline".into()
+            } else {
+                row.language.clone()
+            },
             throughput: row.load.rps,
             p99_ms: row.load.latency.p99_us as f64 / 1000.0,
             baseline: row.language == "baseline",
@@ -95,9 +103,10 @@ where
             .disable_x_mesh()
             .x_labels(n)
             .x_label_formatter(&|segment| match segment {
-                SegmentValue::CenterOf(index) | SegmentValue::Exact(index) => {
-                    bars.get(*index).map(|bar| bar.label.clone()).unwrap_or_default()
-                }
+                SegmentValue::CenterOf(index) | SegmentValue::Exact(index) => bars
+                    .get(*index)
+                    .map(|bar| bar.label.clone())
+                    .unwrap_or_default(),
                 SegmentValue::Last => String::new(),
             })
             .label_style(("sans-serif", 15))
@@ -106,7 +115,10 @@ where
         chart
             .draw_series(bars.iter().enumerate().map(|(index, bar)| {
                 let mut rectangle = Rectangle::new(
-                    [(SegmentValue::Exact(index), 0.0), (SegmentValue::Exact(index + 1), value(bar))],
+                    [
+                        (SegmentValue::Exact(index), 0.0),
+                        (SegmentValue::Exact(index + 1), value(bar)),
+                    ],
                     colour(bar).filled(),
                 );
                 rectangle.set_margin(0, 0, 12, 12);
@@ -133,8 +145,11 @@ where
             let top = height as f64 * (1.0 - value(bar) / max);
             let left = (index as f64 * slot + slot * 0.15) as i32;
             let right = ((index as f64 + 1.0) * slot - slot * 0.15) as i32;
-            area.draw(&Rectangle::new([(left, top as i32), (right, height as i32)], colour(bar).filled()))
-                .map_err(|error| anyhow!("{error}"))?;
+            area.draw(&Rectangle::new(
+                [(left, top as i32), (right, height as i32)],
+                colour(bar).filled(),
+            ))
+            .map_err(|error| anyhow!("{error}"))?;
         }
     }
     Ok(())
@@ -153,7 +168,13 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
         |bar| bar.throughput,
         with_text,
     )?;
-    panel(&right, &format!("Warm execute p99, ms (c={level})"), &bars, |bar| bar.p99_ms, with_text)?;
+    panel(
+        &right,
+        &format!("Warm execute p99, ms (c={level})"),
+        &bars,
+        |bar| bar.p99_ms,
+        with_text,
+    )?;
     root.present().map_err(|error| anyhow!("{error}"))?;
     Ok(())
 }

@@ -20,7 +20,8 @@ use crate::procfs;
 
 /// The trivial handler (add two numbers) in each language.
 pub const NODEJS_ADD: &str = "return event.params.a + event.params.b;";
-pub const PYTHON_ADD: &str = "def handler(event):\n    return event[\"params\"][\"a\"] + event[\"params\"][\"b\"]\n";
+pub const PYTHON_ADD: &str =
+    "def handler(event):\n    return event[\"params\"][\"a\"] + event[\"params\"][\"b\"]\n";
 pub const RUST_ADD: &str = "pub fn handler(event: Value) -> Result<Value, String> {\n    let a = event[\"params\"][\"a\"].as_i64().ok_or(\"a is missing\")?;\n    let b = event[\"params\"][\"b\"].as_i64().ok_or(\"b is missing\")?;\n    Ok(Value::from(a + b))\n}\n";
 /// A WASI command that finds `"a":` and `"b":` in the event on stdin (the
 /// first occurrences are in `params`, which the event puts first) and
@@ -113,7 +114,11 @@ fn with_nonce(language: &str, script: &str, nonce: &str) -> String {
 
 /// The seeded functions and a request each, with text the answer contains.
 pub const SEEDED: [(&str, &str, &str); 3] = [
-    ("nodejs-calculator", r#"{"params":{"operation":"add","a":5,"b":3}}"#, "\"result\":8"),
+    (
+        "nodejs-calculator",
+        r#"{"params":{"operation":"add","a":5,"b":3}}"#,
+        "\"result\":8",
+    ),
     (
         "python-text_processor",
         r#"{"params":{"action":"count_words","text":"the quick brown fox jumps"}}"#,
@@ -278,11 +283,22 @@ impl Harness {
         let fd_limit = procfs::raise_fd_limit();
         let baseline_addr = free_port()?;
         let mut baseline_command = Command::new(&exe);
-        baseline_command.arg("baseline").arg("--bind").arg(baseline_addr.to_string());
-        let baseline = Guarded::spawn("baseline", baseline_command, &options.work_dir.join("baseline.log"))?;
+        baseline_command
+            .arg("baseline")
+            .arg("--bind")
+            .arg(baseline_addr.to_string());
+        let baseline = Guarded::spawn(
+            "baseline",
+            baseline_command,
+            &options.work_dir.join("baseline.log"),
+        )?;
 
         let service_addr = free_port()?;
-        let secret = format!("bench-{}-{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let secret = format!(
+            "bench-{}-{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
         let data_dir = options.work_dir.join("data");
         std::fs::create_dir_all(&data_dir).context("cannot create the service's data directory")?;
         let unlimited = "1000000000";
@@ -300,7 +316,11 @@ impl Harness {
             .env("RATE_LIMIT_OTHER_PER_MINUTE", unlimited)
             .env_remove("ALLOW_ANONYMOUS")
             .env_remove("METRICS_ADDR");
-        let service = Guarded::spawn("service", service_command, &options.work_dir.join("service.log"))?;
+        let service = Guarded::spawn(
+            "service",
+            service_command,
+            &options.work_dir.join("service.log"),
+        )?;
         let token = lambda_access::testing::mint_hs256(
             &secret,
             "bench-user",
@@ -344,14 +364,25 @@ impl Harness {
         let mut health: Option<Value> = None;
         while Instant::now() < deadline && !(baseline_up && health.is_some()) {
             if let Some(status) = self.service.exited() {
-                bail!("the service exited ({status}) while starting:\n{}", self.service.log_tail());
+                bail!(
+                    "the service exited ({status}) while starting:\n{}",
+                    self.service.log_tail()
+                );
             }
             if let Some(status) = self.baseline.exited() {
-                bail!("the baseline exited ({status}):\n{}", self.baseline.log_tail());
+                bail!(
+                    "the baseline exited ({status}):\n{}",
+                    self.baseline.log_tail()
+                );
             }
             if !baseline_up {
                 let url = format!("http://{}/health", self.baseline_addr);
-                baseline_up = self.client.get(url).send().await.is_ok_and(|r| r.status().is_success());
+                baseline_up = self
+                    .client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
             }
             if health.is_none() {
                 if let Ok(response) = self.client.get(self.url("/health")).send().await {
@@ -363,19 +394,35 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let Some(health) = health.filter(|_| baseline_up) else {
-            bail!("the service or the baseline did not become ready within 90 s:\n{}", self.service.log_tail());
+            bail!(
+                "the service or the baseline did not become ready within 90 s:\n{}",
+                self.service.log_tail()
+            );
         };
-        if let Some(runtimes) = health.pointer("/components/runtimes").and_then(Value::as_object) {
+        if let Some(runtimes) = health
+            .pointer("/components/runtimes")
+            .and_then(Value::as_object)
+        {
             for (language, status) in runtimes {
-                let text = status.as_str().map(str::to_string).unwrap_or_else(|| status.to_string());
-                self.measurements.runtimes.health.insert(language.clone(), text);
+                let text = status
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| status.to_string());
+                self.measurements
+                    .runtimes
+                    .health
+                    .insert(language.clone(), text);
             }
         }
         Ok(())
     }
 
     /// POST /api/v1/initialize; Ok(session id) or Err(status and body).
-    pub async fn initialize(&self, language_title: &str, script: Option<&str>) -> anyhow::Result<String> {
+    pub async fn initialize(
+        &self,
+        language_title: &str,
+        script: Option<&str>,
+    ) -> anyhow::Result<String> {
         let mut body = json!({"context": {"retain_session": true}});
         if let Some(script) = script {
             body["script_content"] = Value::String(script.to_string());
@@ -392,13 +439,22 @@ impl Harness {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() {
-            bail!("initialize {language_title}: {status}: {}", truncate(&text, 400));
+            bail!(
+                "initialize {language_title}: {status}: {}",
+                truncate(&text, 400)
+            );
         }
-        let value: Value = serde_json::from_str(&text).with_context(|| format!("initialize {language_title}: bad JSON"))?;
+        let value: Value = serde_json::from_str(&text)
+            .with_context(|| format!("initialize {language_title}: bad JSON"))?;
         value["request_id"]
             .as_str()
             .map(str::to_string)
-            .ok_or_else(|| anyhow!("initialize {language_title}: no request_id in {}", truncate(&text, 200)))
+            .ok_or_else(|| {
+                anyhow!(
+                    "initialize {language_title}: no request_id in {}",
+                    truncate(&text, 200)
+                )
+            })
     }
 
     /// POST /api/v1/execute/{id} without the result cache; Ok(body) or Err.
@@ -427,31 +483,42 @@ impl Harness {
         for language in LANGUAGES {
             let title = format!("{language}-add");
             let outcome = async {
-                let id = self.initialize(&title, Some(trivial_script(language))).await?;
+                let id = self
+                    .initialize(&title, Some(trivial_script(language)))
+                    .await?;
                 let body = self.execute(&id, ADD_BODY).await?;
                 if !body.contains(ADD_EXPECT) {
-                    bail!("execute {title}: expected {ADD_EXPECT} in {}", truncate(&body, 300));
+                    bail!(
+                        "execute {title}: expected {ADD_EXPECT} in {}",
+                        truncate(&body, 300)
+                    );
                 }
                 Ok::<_, anyhow::Error>(id)
             }
             .await;
             match outcome {
                 Ok(id) => {
-                    self.measurements.runtimes.sessions.insert(language.to_string(), id);
+                    self.measurements
+                        .runtimes
+                        .sessions
+                        .insert(language.to_string(), id);
                 }
                 Err(error) => {
                     let health = self.measurements.runtimes.health.get(language).cloned();
                     let reason = format!("{error:#}");
                     if health.as_deref() == Some("ok") {
-                        self.measurements
-                            .failures
-                            .push(format!("{language}: health says ok but the trivial session failed: {reason}"));
+                        self.measurements.failures.push(format!(
+                            "{language}: health says ok but the trivial session failed: {reason}"
+                        ));
                     }
                     let reason = match health {
                         Some(health) if health != "ok" => format!("health: {health}; {reason}"),
                         _ => reason,
                     };
-                    self.measurements.runtimes.unavailable.insert(language.to_string(), reason);
+                    self.measurements
+                        .runtimes
+                        .unavailable
+                        .insert(language.to_string(), reason);
                 }
             }
         }
@@ -464,16 +531,25 @@ impl Harness {
                 let id = self.initialize(function, None).await?;
                 let answer = self.execute(&id, body).await?;
                 if !answer.contains(expect) {
-                    bail!("execute {function}: expected {expect} in {}", truncate(&answer, 300));
+                    bail!(
+                        "execute {function}: expected {expect} in {}",
+                        truncate(&answer, 300)
+                    );
                 }
                 Ok::<_, anyhow::Error>(id)
             }
             .await;
             match outcome {
                 Ok(id) => {
-                    self.measurements.runtimes.seeded.insert(function.to_string(), id);
+                    self.measurements
+                        .runtimes
+                        .seeded
+                        .insert(function.to_string(), id);
                 }
-                Err(error) => self.measurements.failures.push(format!("{function}: {error:#}")),
+                Err(error) => self
+                    .measurements
+                    .failures
+                    .push(format!("{function}: {error:#}")),
             }
         }
     }
@@ -490,7 +566,12 @@ impl Harness {
         }
     }
 
-    fn service_initialize(&self, language_title: &str, script: Option<&str>, request_id: Option<&str>) -> RequestTemplate {
+    fn service_initialize(
+        &self,
+        language_title: &str,
+        script: Option<&str>,
+        request_id: Option<&str>,
+    ) -> RequestTemplate {
         let mut body = json!({"context": {"retain_session": true}});
         if let Some(script) = script {
             body["script_content"] = Value::String(script.to_string());
@@ -510,7 +591,12 @@ impl Harness {
         }
     }
 
-    fn spec(&self, target: SocketAddr, requests: Vec<RequestTemplate>, connections: usize) -> LoadSpec {
+    fn spec(
+        &self,
+        target: SocketAddr,
+        requests: Vec<RequestTemplate>,
+        connections: usize,
+    ) -> LoadSpec {
         LoadSpec {
             addr: target,
             requests,
@@ -528,7 +614,13 @@ impl Harness {
 
     /// Runs the load generator as a child process against `spec.addr`
     /// while sampling the target process tree.
-    pub async fn load(&mut self, scenario: &str, subject: &str, language: &str, spec: LoadSpec) -> anyhow::Result<LoadRow> {
+    pub async fn load(
+        &mut self,
+        scenario: &str,
+        subject: &str,
+        language: &str,
+        spec: LoadSpec,
+    ) -> anyhow::Result<LoadRow> {
         let target = if spec.addr == self.baseline_addr {
             self.baseline.pid()
         } else {
@@ -536,8 +628,10 @@ impl Harness {
         };
         self.n_specs += 1;
         let spec_path = self.work_dir.join(format!("spec-{}.json", self.n_specs));
-        std::fs::write(&spec_path, serde_json::to_vec(&spec)?).context("cannot write the load spec")?;
-        let bound = Duration::from_millis(spec.warmup_ms + spec.duration_ms) + Duration::from_secs(120);
+        std::fs::write(&spec_path, serde_json::to_vec(&spec)?)
+            .context("cannot write the load spec")?;
+        let bound =
+            Duration::from_millis(spec.warmup_ms + spec.duration_ms) + Duration::from_secs(120);
         procfs::reset_peak_rss(target);
         let cpu_before = procfs::cpu_seconds(target).unwrap_or(0.0);
         let workers_before = procfs::sample_descendants(target);
@@ -558,7 +652,11 @@ impl Harness {
                     if let Ok(mut peaks) = peaks.lock() {
                         peaks.0 = peaks.0.max(tree.descendants_rss_bytes);
                         peaks.1 = peaks.1.max(tree.descendants);
-                        peaks.2.push((started.elapsed().as_secs_f64(), rss, tree.descendants_rss_bytes));
+                        peaks.2.push((
+                            started.elapsed().as_secs_f64(),
+                            rss,
+                            tree.descendants_rss_bytes,
+                        ));
                     }
                     std::thread::sleep(Duration::from_millis(250));
                 }
@@ -587,11 +685,17 @@ impl Harness {
                 truncate(&String::from_utf8_lossy(&output.stderr), 600)
             );
         }
-        let load: LoadResult = serde_json::from_slice(&output.stdout).context("bad load generator output")?;
-        let wall = wall_started.elapsed().saturating_sub(Duration::ZERO).as_secs_f64().max(0.001);
+        let load: LoadResult =
+            serde_json::from_slice(&output.stdout).context("bad load generator output")?;
+        let wall = wall_started
+            .elapsed()
+            .saturating_sub(Duration::ZERO)
+            .as_secs_f64()
+            .max(0.001);
         let cpu_after = procfs::cpu_seconds(target).unwrap_or(cpu_before);
         let workers_after = procfs::sample_descendants(target);
-        let (peak_worker_rss, peak_workers, timeline) = peaks.lock().map(|p| p.clone()).unwrap_or_default();
+        let (peak_worker_rss, peak_workers, timeline) =
+            peaks.lock().map(|p| p.clone()).unwrap_or_default();
         let _ = measure_from;
         let row = LoadRow {
             scenario: scenario.into(),
@@ -600,7 +704,10 @@ impl Harness {
             connections: spec.connections,
             load,
             cpu_cores: (cpu_after - cpu_before) / wall,
-            worker_cpu_cores: ((workers_after.descendants_cpu_seconds - workers_before.descendants_cpu_seconds) / wall).max(0.0),
+            worker_cpu_cores: ((workers_after.descendants_cpu_seconds
+                - workers_before.descendants_cpu_seconds)
+                / wall)
+                .max(0.0),
             peak_rss_bytes: procfs::peak_rss_bytes(target).unwrap_or(0),
             peak_worker_rss_bytes: peak_worker_rss,
             peak_workers,
@@ -626,20 +733,28 @@ impl Harness {
         match self.load(scenario, subject, language, spec).await {
             Ok(row) => {
                 if row.load.requests == row.load.errors {
-                    self.measurements
-                        .failures
-                        .push(format!("{scenario} {subject} c={}: no successful request", row.connections));
+                    self.measurements.failures.push(format!(
+                        "{scenario} {subject} c={}: no successful request",
+                        row.connections
+                    ));
                 } else if self.plan.smoke && row.load.errors > 0 {
                     self.measurements.failures.push(format!(
                         "{scenario} {subject} c={}: {} errors, e.g. {}",
                         row.connections,
                         row.load.errors,
-                        row.load.error_samples.first().map(String::as_str).unwrap_or("")
+                        row.load
+                            .error_samples
+                            .first()
+                            .map(String::as_str)
+                            .unwrap_or("")
                     ));
                 }
                 self.measurements.rows.push(row);
             }
-            Err(error) => self.measurements.failures.push(format!("{scenario} {subject}: {error:#}")),
+            Err(error) => self
+                .measurements
+                .failures
+                .push(format!("{scenario} {subject}: {error:#}")),
         }
     }
 
@@ -656,12 +771,23 @@ impl Harness {
             };
             let mut spec = self.spec(self.baseline_addr, vec![baseline], connections);
             spec.expect_body_contains = Some(ADD_EXPECT.into());
-            self.record("warm execute", "baseline (in-process axum)", "baseline", spec).await;
+            self.record(
+                "warm execute",
+                "baseline (in-process axum)",
+                "baseline",
+                spec,
+            )
+            .await;
             let sessions = self.measurements.runtimes.sessions.clone();
             for (language, session) in &sessions {
-                let mut spec = self.spec(self.service_addr, vec![self.service_execute(session, ADD_BODY)], connections);
+                let mut spec = self.spec(
+                    self.service_addr,
+                    vec![self.service_execute(session, ADD_BODY)],
+                    connections,
+                );
                 spec.expect_body_contains = Some(ADD_EXPECT.into());
-                self.record("warm execute", &format!("{language}-add"), language, spec).await;
+                self.record("warm execute", &format!("{language}-add"), language, spec)
+                    .await;
             }
         }
         // The seeded functions at the middle level (32 in full mode).
@@ -672,9 +798,14 @@ impl Harness {
                 continue;
             };
             let language = function.split('-').next().unwrap_or_default();
-            let mut spec = self.spec(self.service_addr, vec![self.service_execute(session, body)], level);
+            let mut spec = self.spec(
+                self.service_addr,
+                vec![self.service_execute(session, body)],
+                level,
+            );
             spec.expect_body_contains = Some(expect.into());
-            self.record("warm execute (seeded)", function, language, spec).await;
+            self.record("warm execute (seeded)", function, language, spec)
+                .await;
         }
     }
 
@@ -703,7 +834,10 @@ impl Harness {
             self.record("initialize", &subject, language, spec).await;
 
             let (n_new, duration_ms) = if language == "rust" {
-                (self.plan.n_rust_cold, 120_000 * self.plan.n_rust_cold as u64)
+                (
+                    self.plan.n_rust_cold,
+                    120_000 * self.plan.n_rust_cold as u64,
+                )
             } else {
                 (if self.plan.smoke { 3 } else { 20 }, 60_000)
             };
@@ -748,9 +882,16 @@ impl Harness {
                 errors: Vec::new(),
             };
             for index in 0..samples {
-                let source = with_nonce(language, trivial_script(language), &format!("first-{run_id}-{index}"));
+                let source = with_nonce(
+                    language,
+                    trivial_script(language),
+                    &format!("first-{run_id}-{index}"),
+                );
                 let started = Instant::now();
-                let id = match self.initialize(&format!("{language}-add"), Some(&source)).await {
+                let id = match self
+                    .initialize(&format!("{language}-add"), Some(&source))
+                    .await
+                {
                     Ok(id) => id,
                     Err(error) => {
                         record.errors.push(format!("{error:#}"));
@@ -760,10 +901,16 @@ impl Harness {
                 let initialized = Instant::now();
                 match self.execute(&id, ADD_BODY).await {
                     Ok(body) if body.contains(ADD_EXPECT) => {
-                        record.initialize_ms.push((initialized - started).as_secs_f64() * 1000.0);
-                        record.first_execute_ms.push(initialized.elapsed().as_secs_f64() * 1000.0);
+                        record
+                            .initialize_ms
+                            .push((initialized - started).as_secs_f64() * 1000.0);
+                        record
+                            .first_execute_ms
+                            .push(initialized.elapsed().as_secs_f64() * 1000.0);
                     }
-                    Ok(body) => record.errors.push(format!("unexpected: {}", truncate(&body, 200))),
+                    Ok(body) => record
+                        .errors
+                        .push(format!("unexpected: {}", truncate(&body, 200))),
                     Err(error) => record.errors.push(format!("{error:#}")),
                 }
             }
@@ -787,26 +934,39 @@ impl Harness {
         };
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let title = format!("{language}-add");
-        let ids: Vec<String> = (0..self.plan.n_sessions).map(|index| format!("bench-{run_id}-{index}")).collect();
+        let ids: Vec<String> = (0..self.plan.n_sessions)
+            .map(|index| format!("bench-{run_id}-{index}"))
+            .collect();
         let templates = ids
             .iter()
             .map(|id| self.service_initialize(&title, Some(trivial_script(language)), Some(id)))
             .collect();
         let rss_before = procfs::rss_bytes(self.service.pid()).unwrap_or(0);
-        let mut spec = self.spec(self.service_addr, templates, 32.min(self.plan.levels.iter().copied().max().unwrap_or(1)));
+        let mut spec = self.spec(
+            self.service_addr,
+            templates,
+            32.min(self.plan.levels.iter().copied().max().unwrap_or(1)),
+        );
         spec.pick = Pick::Once;
         spec.warmup_ms = 0;
         spec.duration_ms = 300_000;
-        let create = match self.load("10k sessions: create", &title, language, spec).await {
+        let create = match self
+            .load("10k sessions: create", &title, language, spec)
+            .await
+        {
             Ok(row) => row,
             Err(error) => {
-                self.measurements.failures.push(format!("many sessions: {error:#}"));
+                self.measurements
+                    .failures
+                    .push(format!("many sessions: {error:#}"));
                 return;
             }
         };
         let created = create.load.status_counts.get(&200).copied().unwrap_or(0);
         if created == 0 {
-            self.measurements.failures.push("many sessions: none was created".into());
+            self.measurements
+                .failures
+                .push("many sessions: none was created".into());
         }
         // Let the write-behind settle, then measure.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -821,20 +981,31 @@ impl Harness {
                 self.service_execute(id, ADD_BODY)
             })
             .collect();
-        let level = self.plan.levels.get(self.plan.levels.len() / 2).copied().unwrap_or(1);
+        let level = self
+            .plan
+            .levels
+            .get(self.plan.levels.len() / 2)
+            .copied()
+            .unwrap_or(1);
         let mut spec = self.spec(self.service_addr, subset, level);
         spec.pick = Pick::Random;
         spec.expect_body_contains = Some(ADD_EXPECT.into());
-        let execute = self.load("10k sessions: execute subset", &title, language, spec).await;
+        let execute = self
+            .load("10k sessions: execute subset", &title, language, spec)
+            .await;
         let execute = match execute {
             Ok(row) => {
                 if row.load.errors > 0 && self.plan.smoke {
-                    self.measurements.failures.push(format!("many sessions execute: {} errors", row.load.errors));
+                    self.measurements
+                        .failures
+                        .push(format!("many sessions execute: {} errors", row.load.errors));
                 }
                 Some(row)
             }
             Err(error) => {
-                self.measurements.failures.push(format!("many sessions execute: {error:#}"));
+                self.measurements
+                    .failures
+                    .push(format!("many sessions execute: {error:#}"));
                 None
             }
         };
@@ -850,16 +1021,25 @@ impl Harness {
 
     /// Many idle keep-alive connections held open while executes continue.
     pub async fn keep_alive(&mut self) {
-        let Some((language, session)) = ["nodejs", "wasm", "python", "rust"].into_iter().find_map(|language| {
-            self.measurements
-                .runtimes
-                .sessions
-                .get(language)
-                .map(|session| (language.to_string(), session.clone()))
-        }) else {
+        let Some((language, session)) =
+            ["nodejs", "wasm", "python", "rust"]
+                .into_iter()
+                .find_map(|language| {
+                    self.measurements
+                        .runtimes
+                        .sessions
+                        .get(language)
+                        .map(|session| (language.to_string(), session.clone()))
+                })
+        else {
             return;
         };
-        let level = self.plan.levels.get(self.plan.levels.len() / 2).copied().unwrap_or(1);
+        let level = self
+            .plan
+            .levels
+            .get(self.plan.levels.len() / 2)
+            .copied()
+            .unwrap_or(1);
         // Each idle connection costs one descriptor in the generator and one
         // in the service; keep a margin for workers, pipes and the database.
         let margin = 1024 + level as u64;
@@ -871,11 +1051,20 @@ impl Harness {
                 self.measurements.fd_limit, self.plan.n_idle_connections
             ));
         }
-        let mut spec = self.spec(self.service_addr, vec![self.service_execute(&session, ADD_BODY)], level);
+        let mut spec = self.spec(
+            self.service_addr,
+            vec![self.service_execute(&session, ADD_BODY)],
+            level,
+        );
         spec.idle_connections = n_idle;
         spec.expect_body_contains = Some(ADD_EXPECT.into());
-        self.record(&format!("keep-alive: {n_idle} idle conns"), &format!("{language}-add"), &language, spec)
-            .await;
+        self.record(
+            &format!("keep-alive: {n_idle} idle conns"),
+            &format!("{language}-add"),
+            &language,
+            spec,
+        )
+        .await;
         if let Some(row) = self.measurements.rows.last() {
             if let Some(idle) = &row.load.idle {
                 if idle.alive_at_end < idle.requested {
@@ -898,14 +1087,27 @@ impl Harness {
         if sessions.is_empty() {
             return;
         }
-        let templates = sessions.values().map(|session| self.service_execute(session, ADD_BODY)).collect();
-        let level = self.plan.levels.get(self.plan.levels.len() / 2).copied().unwrap_or(1);
+        let templates = sessions
+            .values()
+            .map(|session| self.service_execute(session, ADD_BODY))
+            .collect();
+        let level = self
+            .plan
+            .levels
+            .get(self.plan.levels.len() / 2)
+            .copied()
+            .unwrap_or(1);
         let mut spec = self.spec(self.service_addr, templates, level);
         spec.duration_ms = self.plan.soak_ms;
         spec.window_ms = Some(self.plan.soak_window_ms);
         spec.expect_body_contains = Some(ADD_EXPECT.into());
-        let subject = sessions.keys().map(String::as_str).collect::<Vec<_>>().join("+");
-        self.record("soak", &format!("{subject} (round robin)"), "mixed", spec).await;
+        let subject = sessions
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("+");
+        self.record("soak", &format!("{subject} (round robin)"), "mixed", spec)
+            .await;
     }
 
     /// Stops the service gracefully and checks that no worker outlives it.
@@ -925,7 +1127,10 @@ impl Harness {
             self.measurements.failures.push(format!(
                 "{} worker processes outlived the service (killed): {:?}",
                 survivors.len(),
-                survivors.iter().map(|worker| worker.pid).collect::<Vec<_>>()
+                survivors
+                    .iter()
+                    .map(|worker| worker.pid)
+                    .collect::<Vec<_>>()
             ));
             for worker in survivors {
                 worker.kill();

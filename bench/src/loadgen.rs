@@ -158,7 +158,10 @@ fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_MICROS, 3).context("cannot create a histogram")
 }
 
-fn build_request(addr: SocketAddr, template: &RequestTemplate) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+fn build_request(
+    addr: SocketAddr,
+    template: &RequestTemplate,
+) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
     let mut builder = hyper::Request::builder()
         .method(template.method.as_str())
         .uri(template.path.as_str())
@@ -200,7 +203,10 @@ async fn round_trip(
     request: hyper::Request<Full<Bytes>>,
 ) -> Result<(u16, Bytes), String> {
     let exchange = async {
-        sender.ready().await.map_err(|error| format!("connection: {error}"))?;
+        sender
+            .ready()
+            .await
+            .map_err(|error| format!("connection: {error}"))?;
         let response = sender
             .send_request(request)
             .await
@@ -216,12 +222,18 @@ async fn round_trip(
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
         Ok(outcome) => outcome,
-        Err(_) => Err(format!("no response within {} s", REQUEST_TIMEOUT.as_secs())),
+        Err(_) => Err(format!(
+            "no response within {} s",
+            REQUEST_TIMEOUT.as_secs()
+        )),
     }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|window| window == needle)
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
 }
 
 /// A small deterministic generator for picking templates (xorshift64*).
@@ -266,7 +278,9 @@ async fn drive_connection(
         };
         let n_templates = shared.requests.len() as u64;
         let template = match spec.pick {
-            Pick::RoundRobin => (shared.cursor.fetch_add(1, Ordering::Relaxed) % n_templates) as usize,
+            Pick::RoundRobin => {
+                (shared.cursor.fetch_add(1, Ordering::Relaxed) % n_templates) as usize
+            }
             Pick::Random => (rng.next() % n_templates) as usize,
             Pick::Once => {
                 let next = shared.cursor.fetch_add(1, Ordering::Relaxed);
@@ -291,14 +305,22 @@ async fn drive_connection(
                 break;
             }
         }
-        let micros = (finished - started).as_micros().clamp(1, u128::from(HISTOGRAM_MAX_MICROS)) as u64;
+        let micros = (finished - started)
+            .as_micros()
+            .clamp(1, u128::from(HISTOGRAM_MAX_MICROS)) as u64;
         let error = match outcome {
             Ok((status, body)) => {
                 *tally.status_counts.entry(status).or_default() += 1;
                 if status != spec.expect_status {
-                    Some(format!("status {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])))
+                    Some(format!(
+                        "status {status}: {}",
+                        String::from_utf8_lossy(&body[..body.len().min(300)])
+                    ))
                 } else if expect.is_some_and(|needle| !contains(&body, needle)) {
-                    Some(format!("unexpected body: {}", String::from_utf8_lossy(&body[..body.len().min(300)])))
+                    Some(format!(
+                        "unexpected body: {}",
+                        String::from_utf8_lossy(&body[..body.len().min(300)])
+                    ))
                 } else {
                     None
                 }
@@ -312,7 +334,8 @@ async fn drive_connection(
         histogram.record(micros).context("record latency")?;
         if let Some(text) = &error {
             tally.errors += 1;
-            if tally.error_samples.len() < MAX_ERROR_SAMPLES && !tally.error_samples.contains(text) {
+            if tally.error_samples.len() < MAX_ERROR_SAMPLES && !tally.error_samples.contains(text)
+            {
                 tally.error_samples.push(text.clone());
             }
         }
@@ -337,7 +360,11 @@ async fn drive_connection(
 }
 
 /// Opens `count` keep-alive connections with one GET /health each.
-async fn open_idle(addr: SocketAddr, count: usize, report: &mut IdleReport) -> Vec<SendRequest<Full<Bytes>>> {
+async fn open_idle(
+    addr: SocketAddr,
+    count: usize,
+    report: &mut IdleReport,
+) -> Vec<SendRequest<Full<Bytes>>> {
     let mut senders = Vec::with_capacity(count);
     let health = hyper::Request::builder()
         .method("GET")
@@ -392,7 +419,9 @@ async fn check_idle(addr: SocketAddr, senders: Vec<SendRequest<Full<Bytes>>>) ->
                 .body(Full::new(Bytes::new()));
             pending.spawn(async move {
                 match request {
-                    Ok(request) => round_trip(&mut sender, request).await.is_ok_and(|(status, _)| status == 200),
+                    Ok(request) => round_trip(&mut sender, request)
+                        .await
+                        .is_ok_and(|(status, _)| status == 200),
                     Err(_) => false,
                 }
             });
@@ -409,7 +438,10 @@ async fn check_idle(addr: SocketAddr, senders: Vec<SendRequest<Full<Bytes>>>) ->
 /// Runs a spec to completion.
 pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadResult> {
     if !spec.addr.ip().is_loopback() {
-        bail!("the load generator only targets loopback addresses, not {}", spec.addr);
+        bail!(
+            "the load generator only targets loopback addresses, not {}",
+            spec.addr
+        );
     }
     if spec.requests.is_empty() || spec.connections == 0 {
         bail!("a load spec needs at least one request template and one connection");
@@ -439,7 +471,12 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadResult> {
     let deadline = measure_from + Duration::from_millis(spec.duration_ms);
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..spec.connections {
-        tasks.spawn(drive_connection(shared.clone(), index, measure_from, deadline));
+        tasks.spawn(drive_connection(
+            shared.clone(),
+            index,
+            measure_from,
+            deadline,
+        ));
     }
     let mut merged = new_histogram()?;
     let mut result = LoadResult {
@@ -456,7 +493,9 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadResult> {
             result.connected += 1;
         }
         for sample in tally.error_samples {
-            if result.error_samples.len() < MAX_ERROR_SAMPLES && !result.error_samples.contains(&sample) {
+            if result.error_samples.len() < MAX_ERROR_SAMPLES
+                && !result.error_samples.contains(&sample)
+            {
                 result.error_samples.push(sample);
             }
         }
@@ -470,12 +509,17 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadResult> {
             windows[slot].0 += requests;
             windows[slot].1 += errors;
             if let Some(histogram) = histogram {
-                windows[slot].2.add(&histogram).context("merge histograms")?;
+                windows[slot]
+                    .2
+                    .add(&histogram)
+                    .context("merge histograms")?;
             }
         }
     }
     let measured_end = Instant::now().min(deadline);
-    result.elapsed_s = measured_end.saturating_duration_since(measure_from).as_secs_f64();
+    result.elapsed_s = measured_end
+        .saturating_duration_since(measure_from)
+        .as_secs_f64();
     result.rps = if result.elapsed_s > 0.0 {
         result.requests as f64 / result.elapsed_s
     } else {
@@ -506,7 +550,8 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadResult> {
 /// The `loadgen` subcommand: spec file in, result JSON on stdout.
 pub fn main(spec_path: &std::path::Path) -> anyhow::Result<()> {
     crate::procfs::raise_fd_limit();
-    let text = std::fs::read_to_string(spec_path).with_context(|| format!("cannot read {}", spec_path.display()))?;
+    let text = std::fs::read_to_string(spec_path)
+        .with_context(|| format!("cannot read {}", spec_path.display()))?;
     let spec: LoadSpec = serde_json::from_str(&text).context("invalid load spec")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -24,7 +24,10 @@ mod report;
 use harness::{Harness, Plan, StartOptions};
 
 #[derive(Parser)]
-#[command(name = "lambda-bench", about = "Benchmark lambda-microservice against an in-process baseline")]
+#[command(
+    name = "lambda-bench",
+    about = "Benchmark lambda-microservice against an in-process baseline"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -38,7 +41,11 @@ struct Cli {
     service_bin: Option<PathBuf>,
     /// PostgreSQL URL with rights to create and drop databases; a
     /// throw-away `lm_bench_<random>` database is created on it.
-    #[arg(long, env = "BENCH_DATABASE_ADMIN_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     admin_url: String,
     /// Where the results go (default: bench/results in the workspace).
     #[arg(long)]
@@ -99,18 +106,25 @@ fn locate_service(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         bail!("--service-bin {} is not a file", path.display());
     }
     let mut candidates = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .as_deref()
+        .and_then(Path::parent)
+    {
         candidates.push(dir.join("lambda-microservice"));
     }
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
         candidates.push(PathBuf::from(target).join("release/lambda-microservice"));
     }
     candidates.push(workspace_root().join("target/release/lambda-microservice"));
-    candidates.into_iter().find(|path| path.is_file()).with_context(|| {
-        "the release service binary is missing: build it first with \
+    candidates
+        .into_iter()
+        .find(|path| path.is_file())
+        .with_context(|| {
+            "the release service binary is missing: build it first with \
          `cargo build --release -p lambda-server` (or pass --service-bin)"
-            .to_string()
-    })
+                .to_string()
+        })
 }
 
 /// Warns when a crate's source is newer than the service binary.
@@ -119,7 +133,10 @@ fn warn_if_stale(service_bin: &Path) {
         return;
     };
     let mut newest: Option<(SystemTime, PathBuf)> = None;
-    let mut stack = vec![workspace_root().join("crates"), workspace_root().join("runtimes")];
+    let mut stack = vec![
+        workspace_root().join("crates"),
+        workspace_root().join("runtimes"),
+    ];
     let mut visited = 0;
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -154,7 +171,11 @@ fn warn_if_stale(service_bin: &Path) {
 }
 
 fn run_harness(cli: &Cli) -> anyhow::Result<bool> {
-    let mut plan = if cli.smoke { Plan::smoke() } else { Plan::full() };
+    let mut plan = if cli.smoke {
+        Plan::smoke()
+    } else {
+        Plan::full()
+    };
     if let Some(seconds) = cli.duration_secs {
         plan.duration_ms = seconds.clamp(1, 600) * 1000;
     }
@@ -163,7 +184,10 @@ fn run_harness(cli: &Cli) -> anyhow::Result<bool> {
     }
     let service_bin = locate_service(cli.service_bin.as_deref())?;
     warn_if_stale(&service_bin);
-    let out_dir = cli.out_dir.clone().unwrap_or_else(|| workspace_root().join("bench/results"));
+    let out_dir = cli
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("bench/results"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -172,13 +196,24 @@ fn run_harness(cli: &Cli) -> anyhow::Result<bool> {
     runtime.block_on(harness_main(plan, &service_bin, &cli.admin_url, &out_dir))
 }
 
-async fn harness_main(plan: Plan, service_bin: &Path, admin_url: &str, out_dir: &Path) -> anyhow::Result<bool> {
+async fn harness_main(
+    plan: Plan,
+    service_bin: &Path,
+    admin_url: &str,
+    out_dir: &Path,
+) -> anyhow::Result<bool> {
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mode = if plan.smoke { "smoke" } else { "full" };
-    let work_dir = std::env::temp_dir().join(format!("lambda-bench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&work_dir).with_context(|| format!("cannot create {}", work_dir.display()))?;
-    eprintln!("lambda-bench: {mode} mode; service {}; work dir {}", service_bin.display(), work_dir.display());
+    let work_dir =
+        std::env::temp_dir().join(format!("lambda-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("cannot create {}", work_dir.display()))?;
+    eprintln!(
+        "lambda-bench: {mode} mode; service {}; work dir {}",
+        service_bin.display(),
+        work_dir.display()
+    );
 
     let mut database = processes::Database::create(admin_url).await?;
     eprintln!("lambda-bench: database {}", database.name);
@@ -200,7 +235,9 @@ async fn harness_main(plan: Plan, service_bin: &Path, admin_url: &str, out_dir: 
         measurements.failures.push(format!("{error:#}"));
     }
     let machine = report::Machine {
-        cpus: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        cpus: std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|text| format!("Linux {}", text.trim()))
             .unwrap_or_else(|_| "unknown kernel".into()),
@@ -278,10 +315,10 @@ async fn run_scenarios(
         }
     };
     if let Some(status) = harness.service.exited() {
-        harness
-            .measurements
-            .failures
-            .push(format!("the service exited during the run ({status}):\n{}", harness.service.log_tail()));
+        harness.measurements.failures.push(format!(
+            "the service exited during the run ({status}):\n{}",
+            harness.service.log_tail()
+        ));
     }
     eprintln!("lambda-bench: stopping the service");
     harness.stop_all();

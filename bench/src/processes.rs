@@ -21,11 +21,23 @@ pub struct Guarded {
 }
 
 impl Guarded {
-    pub fn spawn(name: &'static str, mut command: Command, log_path: &Path) -> anyhow::Result<Guarded> {
-        let log = std::fs::File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
-        let log_err = log.try_clone().context("cannot duplicate the log file handle")?;
-        command.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log_err));
-        let child = command.spawn().with_context(|| format!("cannot start the {name}"))?;
+    pub fn spawn(
+        name: &'static str,
+        mut command: Command,
+        log_path: &Path,
+    ) -> anyhow::Result<Guarded> {
+        let log = std::fs::File::create(log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let log_err = log
+            .try_clone()
+            .context("cannot duplicate the log file handle")?;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err));
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start the {name}"))?;
         Ok(Guarded {
             name,
             child: Some(child),
@@ -76,7 +88,11 @@ impl Guarded {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("lambda-bench: the {} ignored SIGTERM for {} s; killing it", self.name, GRACEFUL_EXIT.as_secs());
+        eprintln!(
+            "lambda-bench: the {} ignored SIGTERM for {} s; killing it",
+            self.name,
+            GRACEFUL_EXIT.as_secs()
+        );
         let _ = child.kill();
         let _ = child.wait();
         false
@@ -152,7 +168,10 @@ fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
         Some((head, query)) => (head, Some(query)),
         None => (url, None),
     };
-    let scheme_end = before_query.find("://").context("the admin URL has no scheme")? + 3;
+    let scheme_end = before_query
+        .find("://")
+        .context("the admin URL has no scheme")?
+        + 3;
     let path_start = before_query[scheme_end..]
         .find('/')
         .map(|index| index + scheme_end)
@@ -167,9 +186,15 @@ fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
 
 impl Database {
     pub async fn create(admin_url: &str) -> anyhow::Result<Database> {
-        let host_ok = ["@127.0.0.1", "@localhost", "//127.0.0.1", "//localhost", "@[::1]"]
-            .iter()
-            .any(|marker| admin_url.contains(marker));
+        let host_ok = [
+            "@127.0.0.1",
+            "@localhost",
+            "//127.0.0.1",
+            "//localhost",
+            "@[::1]",
+        ]
+        .iter()
+        .any(|marker| admin_url.contains(marker));
         if !host_ok {
             bail!("the benchmark database must be on this machine (127.0.0.1 or localhost): {admin_url}");
         }
@@ -197,10 +222,13 @@ impl Database {
         let mut connection = sqlx::PgConnection::connect(&self.admin_url)
             .await
             .context("cannot connect to PostgreSQL to drop the benchmark database")?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-            .execute(&mut connection)
-            .await
-            .with_context(|| format!("cannot drop database {}", self.name))?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut connection)
+        .await
+        .with_context(|| format!("cannot drop database {}", self.name))?;
         let _ = connection.close().await;
         self.dropped = true;
         Ok(())

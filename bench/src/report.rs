@@ -99,7 +99,10 @@ fn baselines(measurements: &Measurements) -> BTreeMap<usize, &LoadRow> {
 }
 
 /// The baseline for a connection count: the same one, else the nearest.
-fn baseline_for<'a>(baselines: &BTreeMap<usize, &'a LoadRow>, connections: usize) -> Option<&'a LoadRow> {
+fn baseline_for<'a>(
+    baselines: &BTreeMap<usize, &'a LoadRow>,
+    connections: usize,
+) -> Option<&'a LoadRow> {
     baselines.get(&connections).copied().or_else(|| {
         baselines
             .iter()
@@ -109,12 +112,19 @@ fn baseline_for<'a>(baselines: &BTreeMap<usize, &'a LoadRow>, connections: usize
 }
 
 fn soak_verdict(measurements: &Measurements, plan: &Plan) -> Option<SoakVerdict> {
-    let row = measurements.rows.iter().find(|row| row.scenario == "soak")?;
+    let row = measurements
+        .rows
+        .iter()
+        .find(|row| row.scenario == "soak")?;
     let window_s = plan.soak_window_ms as f64 / 1000.0;
     // The load generator measures from warmup_ms after it starts; the RSS
     // timeline is in seconds since the harness started: align on the last
     // sample, which is taken when the generator ends.
-    let end_t = row.rss_timeline.last().map(|sample| sample.0).unwrap_or(0.0);
+    let end_t = row
+        .rss_timeline
+        .last()
+        .map(|sample| sample.0)
+        .unwrap_or(0.0);
     let measured_start = end_t - plan.soak_ms as f64 / 1000.0;
     let windows: Vec<SoakWindow> = row
         .load
@@ -144,12 +154,16 @@ fn soak_verdict(measurements: &Measurements, plan: &Plan) -> Option<SoakVerdict>
         return None;
     }
     let third = (windows.len() / 3).max(1);
-    let mean = |slice: &[SoakWindow], f: fn(&SoakWindow) -> f64| slice.iter().map(f).sum::<f64>() / slice.len() as f64;
+    let mean = |slice: &[SoakWindow], f: fn(&SoakWindow) -> f64| {
+        slice.iter().map(f).sum::<f64>() / slice.len() as f64
+    };
     let first = &windows[..third];
     let last = &windows[windows.len() - third..];
     let p99_drift = mean(last, |w| w.p99_ms) / mean(first, |w| w.p99_ms).max(0.001);
-    let rss_growth = windows[windows.len() - 1].service_rss_mib / windows[0].service_rss_mib.max(0.001);
-    let worker_rss_growth = windows[windows.len() - 1].worker_rss_mib / windows[0].worker_rss_mib.max(0.001);
+    let rss_growth =
+        windows[windows.len() - 1].service_rss_mib / windows[0].service_rss_mib.max(0.001);
+    let worker_rss_growth =
+        windows[windows.len() - 1].worker_rss_mib / windows[0].worker_rss_mib.max(0.001);
     let errors: u64 = windows.iter().map(|w| w.errors).sum();
     Some(SoakVerdict {
         pass: p99_drift <= 1.25 && rss_growth <= 1.10 && errors == 0,
@@ -169,18 +183,29 @@ fn median(values: &[f64]) -> Option<f64> {
     Some(sorted[sorted.len() / 2])
 }
 
-fn targets(measurements: &Measurements, plan: &Plan, soak: Option<&SoakVerdict>) -> Vec<TargetCheck> {
-    let level = if plan.levels.contains(&32) { 32 } else { plan.levels[0] };
+fn targets(
+    measurements: &Measurements,
+    plan: &Plan,
+    soak: Option<&SoakVerdict>,
+) -> Vec<TargetCheck> {
+    let level = if plan.levels.contains(&32) {
+        32
+    } else {
+        plan.levels[0]
+    };
     let bases = baselines(measurements);
     let base = bases.get(&level).copied();
     let warm = |language: &str| {
-        measurements
-            .rows
-            .iter()
-            .find(|row| row.scenario == "warm execute" && row.language == language && row.connections == level)
+        measurements.rows.iter().find(|row| {
+            row.scenario == "warm execute" && row.language == language && row.connections == level
+        })
     };
     let mut checks = Vec::new();
-    let at = if level == 32 { String::new() } else { format!(" (measured at c={level}, smoke)") };
+    let at = if level == 32 {
+        String::new()
+    } else {
+        format!(" (measured at c={level}, smoke)")
+    };
     // (language, share of baseline, original claim)
     for (language, share, claim) in [
         ("nodejs", 0.35, Some(1000.0)),
@@ -203,7 +228,10 @@ fn targets(measurements: &Measurements, plan: &Plan, soak: Option<&SoakVerdict>)
         };
         let share_measured = base.and_then(|base| ratio(row.load.rps, base.load.rps));
         checks.push(TargetCheck {
-            target: format!("{language}: throughput >= {:.0}% of baseline{at}", share * 100.0),
+            target: format!(
+                "{language}: throughput >= {:.0}% of baseline{at}",
+                share * 100.0
+            ),
             measured: format!(
                 "{:.0} req/s = {:.1}% of {:.0}",
                 row.load.rps,
@@ -214,7 +242,10 @@ fn targets(measurements: &Measurements, plan: &Plan, soak: Option<&SoakVerdict>)
         });
         if let Some(claim) = claim {
             checks.push(TargetCheck {
-                target: format!("{language}: >= 10x the original claim ({:.0} req/s){at}", claim * 10.0),
+                target: format!(
+                    "{language}: >= 10x the original claim ({:.0} req/s){at}",
+                    claim * 10.0
+                ),
                 measured: format!("{:.0} req/s", row.load.rps),
                 pass: Some(row.load.rps >= claim * 10.0),
             });
@@ -237,7 +268,11 @@ fn targets(measurements: &Measurements, plan: &Plan, soak: Option<&SoakVerdict>)
             pass: Some(row.load.errors == 0),
         });
     }
-    for row in measurements.rows.iter().filter(|row| row.scenario == "initialize") {
+    for row in measurements
+        .rows
+        .iter()
+        .filter(|row| row.scenario == "initialize")
+    {
         let limit_ms = if row.subject.contains("cached") {
             Some(20.0)
         } else if row.subject.contains("cold") {
@@ -245,7 +280,11 @@ fn targets(measurements: &Measurements, plan: &Plan, soak: Option<&SoakVerdict>)
         } else {
             Some(5.0)
         };
-        let measured = format!("p50 {:.2} ms (n={})", ms(row.load.latency.p50_us), row.load.requests);
+        let measured = format!(
+            "p50 {:.2} ms (n={})",
+            ms(row.load.latency.p50_us),
+            row.load.requests
+        );
         match limit_ms {
             Some(limit) => checks.push(TargetCheck {
                 target: format!("initialize {}: p50 <= {limit:.0} ms", row.subject),
@@ -260,10 +299,9 @@ fn targets(measurements: &Measurements, plan: &Plan, soak: Option<&SoakVerdict>)
         }
     }
     let warm_one = |language: &str| {
-        measurements
-            .rows
-            .iter()
-            .find(|row| row.scenario == "warm execute" && row.language == language && row.connections == 1)
+        measurements.rows.iter().find(|row| {
+            row.scenario == "warm execute" && row.language == language && row.connections == 1
+        })
     };
     for record in &measurements.first_execute {
         let first = median(&record.first_execute_ms);
@@ -273,11 +311,18 @@ fn targets(measurements: &Measurements, plan: &Plan, soak: Option<&SoakVerdict>)
             _ => None,
         };
         checks.push(TargetCheck {
-            target: format!("{}: first execute after initialize <= 2x warm p50 (c=1)", record.language),
+            target: format!(
+                "{}: first execute after initialize <= 2x warm p50 (c=1)",
+                record.language
+            ),
             measured: format!(
                 "{} vs warm {}",
-                first.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "–".into()),
-                warm_p50.map(|v| format!("{v:.2} ms")).unwrap_or_else(|| "–".into())
+                first
+                    .map(|v| format!("{v:.2} ms"))
+                    .unwrap_or_else(|| "–".into()),
+                warm_p50
+                    .map(|v| format!("{v:.2} ms"))
+                    .unwrap_or_else(|| "–".into())
             ),
             pass,
         });
@@ -296,7 +341,9 @@ fn targets(measurements: &Measurements, plan: &Plan, soak: Option<&SoakVerdict>)
     });
     if let Some(soak) = soak {
         checks.push(TargetCheck {
-            target: "soak: no p99 drift (last third <= 1.25x first third), RSS growth <= 10%, no errors".into(),
+            target:
+                "soak: no p99 drift (last third <= 1.25x first third), RSS growth <= 10%, no errors"
+                    .into(),
             measured: format!(
                 "p99 drift {:.2}x, service RSS {:.2}x, workers RSS {:.2}x",
                 soak.p99_drift, soak.rss_growth, soak.worker_rss_growth
@@ -308,7 +355,14 @@ fn targets(measurements: &Measurements, plan: &Plan, soak: Option<&SoakVerdict>)
 }
 
 impl Report {
-    pub fn build(mode: &str, started_at: String, duration_s: f64, machine: Machine, plan: &Plan, measurements: Measurements) -> Report {
+    pub fn build(
+        mode: &str,
+        started_at: String,
+        duration_s: f64,
+        machine: Machine,
+        plan: &Plan,
+        measurements: Measurements,
+    ) -> Report {
         let soak = soak_verdict(&measurements, plan);
         let targets = targets(&measurements, plan, soak.as_ref());
         Report {
@@ -359,7 +413,11 @@ impl Report {
     pub fn markdown(&self) -> String {
         let m = &self.measurements;
         let mut out = String::new();
-        let _ = writeln!(out, "# Lambda Microservice benchmark ({} mode)\n", self.mode);
+        let _ = writeln!(
+            out,
+            "# Lambda Microservice benchmark ({} mode)\n",
+            self.mode
+        );
         let _ = writeln!(
             out,
             "Run {} on {} CPUs ({}), {:.0} s. Service: release binary against PostgreSQL, request logging ON, JWT auth ON, \
@@ -371,20 +429,44 @@ impl Report {
         );
         out.push_str("## Runtimes\n\n| language | /health | this run |\n|---|---|---|\n");
         for language in crate::harness::LANGUAGES {
-            let health = m.runtimes.health.get(language).map(String::as_str).unwrap_or("–");
-            let status = match (m.runtimes.sessions.get(language), m.runtimes.unavailable.get(language)) {
+            let health = m
+                .runtimes
+                .health
+                .get(language)
+                .map(String::as_str)
+                .unwrap_or("–");
+            let status = match (
+                m.runtimes.sessions.get(language),
+                m.runtimes.unavailable.get(language),
+            ) {
                 (Some(_), _) => "measured".to_string(),
-                (None, Some(reason)) => format!("unavailable: {}", crate::harness::truncate(&reason.replace('\n', " "), 160)),
+                (None, Some(reason)) => format!(
+                    "unavailable: {}",
+                    crate::harness::truncate(&reason.replace('\n', " "), 160)
+                ),
                 (None, None) => "–".into(),
             };
-            let _ = writeln!(out, "| {language} | {} | {} |", crate::harness::truncate(health, 80), status.replace('|', "/"));
+            let _ = writeln!(
+                out,
+                "| {language} | {} | {} |",
+                crate::harness::truncate(health, 80),
+                status.replace('|', "/")
+            );
         }
         out.push_str("\n## Targets (issue 6; targets, not gates)\n\n| target | measured | result |\n|---|---|---|\n");
         for check in &self.targets {
-            let _ = writeln!(out, "| {} | {} | {} |", check.target, check.measured, verdict(check.pass));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                check.target,
+                check.measured,
+                verdict(check.pass)
+            );
         }
         let sections: [(&str, fn(&LoadRow) -> bool); 4] = [
-            ("Warm execute", |row| row.scenario.starts_with("warm execute")),
+            ("Warm execute", |row| {
+                row.scenario.starts_with("warm execute")
+            }),
             ("Initialize", |row| row.scenario == "initialize"),
             ("10,000 sessions and keep-alive connections", |row| {
                 row.scenario.starts_with("10k") || row.scenario.starts_with("keep-alive")
@@ -406,7 +488,11 @@ impl Report {
                 let warm = m
                     .rows
                     .iter()
-                    .find(|row| row.scenario == "warm execute" && row.language == record.language && row.connections == 1)
+                    .find(|row| {
+                        row.scenario == "warm execute"
+                            && row.language == record.language
+                            && row.connections == 1
+                    })
                     .map(|row| ms(row.load.latency.p50_us));
                 let first = median(&record.first_execute_ms);
                 let _ = writeln!(
@@ -414,9 +500,14 @@ impl Report {
                     "| {} | {} | {} | {} | {} | {} | {} |",
                     record.language,
                     record.samples,
-                    median(&record.initialize_ms).map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into()),
-                    first.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into()),
-                    warm.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into()),
+                    median(&record.initialize_ms)
+                        .map(|v| format!("{v:.2}"))
+                        .unwrap_or_else(|| "–".into()),
+                    first
+                        .map(|v| format!("{v:.2}"))
+                        .unwrap_or_else(|| "–".into()),
+                    warm.map(|v| format!("{v:.2}"))
+                        .unwrap_or_else(|| "–".into()),
                     fmt_ratio(first.zip(warm).and_then(|(f, w)| ratio(f, w))),
                     record.errors.len()
                 );
@@ -437,7 +528,11 @@ impl Report {
                 }
             );
         }
-        if let Some(row) = m.rows.iter().find(|row| row.scenario.starts_with("keep-alive")) {
+        if let Some(row) = m
+            .rows
+            .iter()
+            .find(|row| row.scenario.starts_with("keep-alive"))
+        {
             if let Some(idle) = &row.load.idle {
                 let _ = writeln!(
                     out,
@@ -489,9 +584,11 @@ impl Report {
     pub fn write(&self, dir: &Path, stem: &str) -> anyhow::Result<Vec<std::path::PathBuf>> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let markdown = dir.join(format!("{stem}.md"));
-        std::fs::write(&markdown, self.markdown()).with_context(|| format!("cannot write {}", markdown.display()))?;
+        std::fs::write(&markdown, self.markdown())
+            .with_context(|| format!("cannot write {}", markdown.display()))?;
         let json = dir.join(format!("{stem}.json"));
-        std::fs::write(&json, serde_json::to_vec_pretty(self)?).with_context(|| format!("cannot write {}", json.display()))?;
+        std::fs::write(&json, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", json.display()))?;
         let png = dir.join(format!("{stem}.png"));
         crate::chart::draw(self, &png).with_context(|| format!("cannot draw {}", png.display()))?;
         Ok(vec![markdown, json, png])

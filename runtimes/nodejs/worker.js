@@ -400,16 +400,27 @@ function deliverResponse(json) {
 function warmUp() {
   const savedHandler = handler;
   const savedStyle = style;
-  handler = (event) => {
-    console.log('warm', event.params.n);
-    return { n: event.params.n, s: 'x' };
-  };
-  style = 'module';
+  // One stand-in per handler shape a script can have (plain, async, a
+  // compiled body, callback), so every path of invoke() is warm.
+  const body = compile('(async function (event) {', 'return event.params.n + 1;');
+  const standIns = [
+    ['module', (event) => ({ n: event.params.n, s: 'x' })],
+    ['module', async (event) => {
+      console.log('warm', event.params.n);
+      return { n: event.params.n };
+    }],
+    ['body', body],
+    ['callback', (event, callback) => callback(null, event.params.n)],
+    ['module', () => {
+      throw new Error('warm');
+    }],
+  ];
   let chain = Promise.resolve();
-  for (let n = 0; n < 10; n++) {
+  for (let n = 0; n < 20; n++) {
     chain = chain.then(
       () =>
         new Promise((resolve) => {
+          [style, handler] = standIns[n % standIns.length];
           const payload = encodeFrame(
             JSON.stringify({ type: 'execute', max_log_bytes: 1024, max_result_bytes: 1024, event: { params: { n } } }),
           ).subarray(4);
@@ -420,10 +431,11 @@ function warmUp() {
         }),
     );
   }
-  return chain.then(() => {
+  const restore = () => {
     handler = savedHandler;
     style = savedStyle;
-  });
+  };
+  return chain.then(restore, restore);
 }
 
 // An exception escaping a timer or an un-awaited promise belongs to the

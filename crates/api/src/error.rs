@@ -90,7 +90,9 @@ impl From<CoreError> for ApiError {
     fn from(error: CoreError) -> Self {
         let code = error.code();
         match error {
-            CoreError::InvalidRequest(message) => ApiError::new(StatusCode::BAD_REQUEST, code, message),
+            CoreError::InvalidRequest(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, code, message)
+            }
             CoreError::InvalidParams { ref path, .. } => {
                 let path = path.clone();
                 ApiError::new(StatusCode::BAD_REQUEST, code, error.to_string()).detail("path", path)
@@ -126,26 +128,34 @@ fn from_runtime(error: RuntimeError, code: &'static str) -> ApiError {
     let message = error.to_string();
     match error {
         RuntimeError::Unavailable { language, .. } => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).detail("language", language.as_str())
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+                .detail("language", language.as_str())
         }
-        RuntimeError::Busy { language, waited_ms } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        RuntimeError::Busy {
+            language,
+            waited_ms,
+        } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
             .detail("language", language.as_str())
             .detail("waited_ms", waited_ms)
             .with_header(
                 axum::http::header::RETRY_AFTER,
                 HeaderValue::from_static("1"),
             ),
-        RuntimeError::Initialization { location, .. } => {
-            location_details(ApiError::new(StatusCode::BAD_REQUEST, code, message.clone()), &location)
-                .detail("compiler_message", message)
-        }
+        RuntimeError::Initialization { location, .. } => location_details(
+            ApiError::new(StatusCode::BAD_REQUEST, code, message.clone()),
+            &location,
+        )
+        .detail("compiler_message", message),
         RuntimeError::Script {
             location,
             stack_trace,
             logs,
             ..
         } => {
-            let mut error = location_details(ApiError::new(status_runtime_error(), code, message), &location);
+            let mut error = location_details(
+                ApiError::new(status_runtime_error(), code, message),
+                &location,
+            );
             if let Some(stack_trace) = stack_trace {
                 error = error.detail("stack_trace", stack_trace);
             }
@@ -155,7 +165,8 @@ fn from_runtime(error: RuntimeError, code: &'static str) -> ApiError {
             error
         }
         RuntimeError::Timeout { timeout_ms } => {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, code, message).detail("timeout_ms", timeout_ms)
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, code, message)
+                .detail("timeout_ms", timeout_ms)
         }
         RuntimeError::ResourceLimit { kind, detail } => ApiError::new(
             StatusCode::from_u16(507).unwrap_or(StatusCode::INSUFFICIENT_STORAGE),

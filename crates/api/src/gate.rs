@@ -99,12 +99,16 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         .map(|value| value.to_str().map_err(|_| ()));
 
     let principal = match authorization {
-        Some(Err(())) => Err(ApiError::unauthorized("the Authorization header is not valid text")),
+        Some(Err(())) => Err(ApiError::unauthorized(
+            "the Authorization header is not valid text",
+        )),
         Some(Ok(value)) => gate.authenticator.verify(Some(value)).map_err(|error| {
-            ApiError::unauthorized(error.message()).with_header(header::WWW_AUTHENTICATE, error.www_authenticate())
+            ApiError::unauthorized(error.message())
+                .with_header(header::WWW_AUTHENTICATE, error.www_authenticate())
         }),
         None => gate.authenticator.verify(None).map_err(|error| {
-            ApiError::unauthorized(error.message()).with_header(header::WWW_AUTHENTICATE, error.www_authenticate())
+            ApiError::unauthorized(error.message())
+                .with_header(header::WWW_AUTHENTICATE, error.www_authenticate())
         }),
     };
 
@@ -114,9 +118,11 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         Ok(principal) => {
             subject = (!principal.is_anonymous()).then(|| principal.subject.clone());
             let class = route_class(&method, &route);
-            let decision = gate
-                .rate_limiter
-                .check(class, &RateKey::for_request(&principal, client), Instant::now());
+            let decision = gate.rate_limiter.check(
+                class,
+                &RateKey::for_request(&principal, client),
+                Instant::now(),
+            );
             if decision.allowed {
                 request
                     .extensions_mut()
@@ -127,7 +133,10 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
                 }
                 response
             } else {
-                let retry_after = decision.retry_after.map(|wait| wait.as_secs().max(1)).unwrap_or(1);
+                let retry_after = decision
+                    .retry_after
+                    .map(|wait| wait.as_secs().max(1))
+                    .unwrap_or(1);
                 let mut response = ApiError::new(
                     axum::http::StatusCode::TOO_MANY_REQUESTS,
                     "RATE_LIMITED",
@@ -163,10 +172,12 @@ fn request_log(
         return None;
     }
     let id = Uuid::new_v4();
-    let request_payload = execute.and_then(|log| log.params.clone()).map(|mut params| {
-        mask_secrets(&mut params);
-        json!({ "params": params })
-    });
+    let request_payload = execute
+        .and_then(|log| log.params.clone())
+        .map(|mut params| {
+            mask_secrets(&mut params);
+            json!({ "params": params })
+        });
     let error_log = error.map(|info| ErrorLog {
         id: Uuid::new_v4(),
         error_code: info.code.to_string(),
@@ -176,7 +187,9 @@ fn request_log(
     });
     Some(RequestLog {
         id,
-        request_id: execute.map(|log| log.session_id.clone()).unwrap_or_default(),
+        request_id: execute
+            .map(|log| log.session_id.clone())
+            .unwrap_or_default(),
         language_title: execute
             .and_then(|log| log.language_title.clone())
             .unwrap_or_default(),
@@ -215,5 +228,10 @@ pub async fn track_http(request: Request, next: Next) -> Response {
 
 /// Any path we do not serve: the API's 404 shape rather than an empty body.
 pub async fn not_found() -> Response {
-    ApiError::new(axum::http::StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint").into_response()
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "no such endpoint",
+    )
+    .into_response()
 }

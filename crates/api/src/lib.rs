@@ -61,7 +61,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -73,7 +78,13 @@ fn cors(origins: &[String]) -> CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
@@ -117,15 +128,23 @@ pub fn app(state: AppState) -> Router {
     let script_limit = DefaultBodyLimit::max(state.config.max_script_size + BODY_OVERHEAD);
     let params_limit = DefaultBodyLimit::max(state.config.max_params_size);
     let api = Router::new()
-        .route("/api/v1/initialize", post(sessions::initialize).layer(script_limit))
-        .route("/api/v1/execute/{request_id}", post(sessions::execute).layer(params_limit))
+        .route(
+            "/api/v1/initialize",
+            post(sessions::initialize).layer(script_limit),
+        )
+        .route(
+            "/api/v1/execute/{request_id}",
+            post(sessions::execute).layer(params_limit),
+        )
         .route(
             "/api/v1/sessions/{request_id}",
             get(sessions::get_session).delete(sessions::delete_session),
         )
         .route(
             "/api/v1/functions",
-            get(functions::list).post(functions::register).layer(script_limit),
+            get(functions::list)
+                .post(functions::register)
+                .layer(script_limit),
         )
         .route(
             "/api/v1/functions/{language_title}",
@@ -136,7 +155,10 @@ pub fn app(state: AppState) -> Router {
         )
         // Layers run outermost last-added: the gate (auth, rate limit, log)
         // sees every request, including the ones refused for their size.
-        .route_layer(middleware::from_fn_with_state(state.clone(), refuse_declared_oversize))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_declared_oversize,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), gate::gate));
     Router::new()
         .merge(api)

@@ -185,8 +185,9 @@ impl Config {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(ConfigError {
                     variable: "DATABASE_URL".to_string(),
-                    problem: "must be a postgres:// URL (unset it to use the embedded SQLite store)"
-                        .to_string(),
+                    problem:
+                        "must be a postgres:// URL (unset it to use the embedded SQLite store)"
+                            .to_string(),
                 });
             }
         }
@@ -325,7 +326,8 @@ mod tests {
         let config =
             Config::from_env(&env(&[("DATABASE_URL_FILE", path.to_str().unwrap())])).unwrap();
         assert_eq!(config.database_url.as_deref(), Some("postgres://u@h/db"));
-        let missing = Config::from_env(&env(&[("DATABASE_URL_FILE", "/nonexistent/x")])).unwrap_err();
+        let missing =
+            Config::from_env(&env(&[("DATABASE_URL_FILE", "/nonexistent/x")])).unwrap_err();
         assert_eq!(missing.variable, "DATABASE_URL_FILE");
     }
 }

@@ -61,9 +61,11 @@ impl LanguageTitleParser {
     /// names the file, because silently ignoring it would route scripts to
     /// the wrong language.
     pub fn from_file(path: &Path) -> std::result::Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| format!("cannot read runtime mappings '{}': {error}", path.display()))?;
-        Self::from_json(&text).map_err(|error| format!("runtime mappings '{}': {error}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            format!("cannot read runtime mappings '{}': {error}", path.display())
+        })?;
+        Self::from_json(&text)
+            .map_err(|error| format!("runtime mappings '{}': {error}", path.display()))
     }
 
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
@@ -141,7 +143,9 @@ mod tests {
 
     #[test]
     fn splits_at_the_first_dash() {
-        let parsed = LanguageTitleParser::default().parse("nodejs-data-analyzer").unwrap();
+        let parsed = LanguageTitleParser::default()
+            .parse("nodejs-data-analyzer")
+            .unwrap();
         assert_eq!(parsed.language, Language::Nodejs);
         assert_eq!(parsed.title, "data-analyzer");
         assert_eq!(parsed.canonical(), "nodejs-data-analyzer");
@@ -150,12 +154,30 @@ mod tests {
     #[test]
     fn rejects_malformed_and_unknown() {
         let parser = LanguageTitleParser::default();
-        assert!(matches!(parser.parse("nodejs"), Err(Error::InvalidRequest(_))));
-        assert!(matches!(parser.parse("nodejs-"), Err(Error::InvalidRequest(_))));
-        assert!(matches!(parser.parse("-calc"), Err(Error::InvalidRequest(_))));
-        assert!(matches!(parser.parse("nodejs-a b"), Err(Error::InvalidRequest(_))));
-        assert!(matches!(parser.parse(&format!("nodejs-{}", "x".repeat(65))), Err(Error::InvalidRequest(_))));
-        assert!(matches!(parser.parse("cobol-calc"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            parser.parse("nodejs"),
+            Err(Error::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parser.parse("nodejs-"),
+            Err(Error::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parser.parse("-calc"),
+            Err(Error::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parser.parse("nodejs-a b"),
+            Err(Error::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parser.parse(&format!("nodejs-{}", "x".repeat(65))),
+            Err(Error::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parser.parse("cobol-calc"),
+            Err(Error::NotFound(_))
+        ));
     }
 
     #[test]
@@ -168,6 +190,8 @@ mod tests {
         assert_eq!(parser.parse("js-calc").unwrap().canonical(), "nodejs-calc");
         assert_eq!(parser.parse("py3-text").unwrap().canonical(), "python-text");
         assert_eq!(parser.parse("rust-x").unwrap().canonical(), "rust-x");
-        assert!(LanguageTitleParser::from_json(r#"[{"pattern": "x-", "runtime_type": "go"}]"#).is_err());
+        assert!(
+            LanguageTitleParser::from_json(r#"[{"pattern": "x-", "runtime_type": "go"}]"#).is_err()
+        );
     }
 }

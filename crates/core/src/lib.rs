@@ -26,4 +26,6 @@ pub use language_title::{LanguageTitle, LanguageTitleParser};
 pub use log_batcher::{LogBatcher, LogBatcherTask};
 pub use registry::{FunctionDraft, Registry};
 pub use result_cache::CacheControl;
-pub use sessions::{ExecuteOutcome, ExecuteRequest, InitializeRequest, Initialized, SessionView, Sessions};
+pub use sessions::{
+    ExecuteOutcome, ExecuteRequest, InitializeRequest, Initialized, SessionView, Sessions,
+};

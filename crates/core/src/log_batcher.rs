@@ -190,7 +190,8 @@ async fn write_with_retry(store: &dyn Store, pending: &mut Pending) {
 async fn write(store: &dyn Store, pending: &mut Pending) -> lambda_store::Result<()> {
     if !pending.requests.is_empty() {
         store.insert_logs(&pending.requests).await?;
-        metrics::counter!("lambda_request_logs_written_total").increment(pending.requests.len() as u64);
+        metrics::counter!("lambda_request_logs_written_total")
+            .increment(pending.requests.len() as u64);
         pending.requests.clear();
     }
     // Counters are removed one by one as they land so a failure midway does
@@ -198,7 +199,9 @@ async fn write(store: &dyn Store, pending: &mut Pending) -> lambda_store::Result
     let request_ids: Vec<String> = pending.executions.keys().cloned().collect();
     for request_id in request_ids {
         if let Some(&(count, at)) = pending.executions.get(&request_id) {
-            store.record_executions(&request_id, count, at, false).await?;
+            store
+                .record_executions(&request_id, count, at, false)
+                .await?;
             pending.executions.remove(&request_id);
         }
     }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use lambda_runtime::{RuntimeError, Runtimes, RuntimeStatus};
+use lambda_runtime::{RuntimeError, RuntimeStatus, Runtimes};
 use lambda_store::{
     FunctionFilter, FunctionKind, FunctionRecord, FunctionUpdate, NewFunction, Store, StoreError,
 };
@@ -42,13 +42,20 @@ pub const MAX_PER_PAGE: u32 = 100;
 fn check_tags(tags: Option<&[String]>) -> Result<()> {
     let tags = tags.unwrap_or_default();
     if tags.len() > 32 || tags.iter().any(|tag| tag.is_empty() || tag.len() > 64) {
-        return Err(Error::InvalidRequest("tags: at most 32, each 1 to 64 characters".into()));
+        return Err(Error::InvalidRequest(
+            "tags: at most 32, each 1 to 64 characters".into(),
+        ));
     }
     Ok(())
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, runtimes: Runtimes, parser: LanguageTitleParser, config: Arc<Config>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtimes: Runtimes,
+        parser: LanguageTitleParser,
+        config: Arc<Config>,
+    ) -> Self {
         Registry {
             store,
             runtimes,
@@ -61,7 +68,9 @@ impl Registry {
         if caller.may_read_functions {
             Ok(())
         } else {
-            Err(Error::Forbidden("token lacks the scope read:functions".into()))
+            Err(Error::Forbidden(
+                "token lacks the scope read:functions".into(),
+            ))
         }
     }
 
@@ -69,11 +78,17 @@ impl Registry {
         if caller.may_write_functions {
             Ok(())
         } else {
-            Err(Error::Forbidden("token lacks the scope write:functions".into()))
+            Err(Error::Forbidden(
+                "token lacks the scope write:functions".into(),
+            ))
         }
     }
 
-    pub async fn list(&self, caller: &Caller, filter: FunctionFilter) -> Result<(i64, Vec<FunctionRecord>)> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        filter: FunctionFilter,
+    ) -> Result<(i64, Vec<FunctionRecord>)> {
         Self::require_read(caller)?;
         if filter.page == 0 || filter.per_page == 0 || filter.per_page > MAX_PER_PAGE {
             return Err(Error::InvalidRequest(format!(
@@ -93,7 +108,13 @@ impl Registry {
     }
 
     /// Checks that the script loads in its language, and the schema compiles.
-    async fn check(&self, language_title: &str, source: &str, compile_options: &Value, schema: Option<&Value>) -> Result<()> {
+    async fn check(
+        &self,
+        language_title: &str,
+        source: &str,
+        compile_options: &Value,
+        schema: Option<&Value>,
+    ) -> Result<()> {
         if source.len() > self.config.max_script_size {
             return Err(Error::PayloadTooLarge {
                 what: "script_content",
@@ -120,7 +141,10 @@ impl Registry {
             })
         })?;
         if let RuntimeStatus::Unavailable { reason } = runtime.status() {
-            return Err(Error::Runtime(RuntimeError::Unavailable { language, reason }));
+            return Err(Error::Runtime(RuntimeError::Unavailable {
+                language,
+                reason,
+            }));
         }
         let script = build_script(language, source, compile_options.clone(), None, None);
         runtime.prepare(&script).await?;
@@ -152,14 +176,23 @@ impl Registry {
             compile_options: draft.compile_options,
             tags: draft.tags.unwrap_or_default(),
         };
-        self.store.insert_function(&function).await.map_err(|error| match error {
-            StoreError::Conflict { .. } => Error::Conflict(format!("function '{canonical}' already exists")),
-            other => Error::Store(other),
-        })
+        self.store
+            .insert_function(&function)
+            .await
+            .map_err(|error| match error {
+                StoreError::Conflict { .. } => {
+                    Error::Conflict(format!("function '{canonical}' already exists"))
+                }
+                other => Error::Store(other),
+            })
     }
 
     /// Only a dynamic function's owner (or an admin) may change it.
-    async fn owned_function(&self, caller: &Caller, language_title: &str) -> Result<FunctionRecord> {
+    async fn owned_function(
+        &self,
+        caller: &Caller,
+        language_title: &str,
+    ) -> Result<FunctionRecord> {
         Self::require_write(caller)?;
         let canonical = self.parser.parse(language_title)?.canonical();
         let function = self
@@ -173,23 +206,38 @@ impl Registry {
             )));
         }
         if !caller.admin && !caller.owns(function.created_by.as_deref()) {
-            return Err(Error::Forbidden(format!("'{canonical}' belongs to another subject")));
+            return Err(Error::Forbidden(format!(
+                "'{canonical}' belongs to another subject"
+            )));
         }
         Ok(function)
     }
 
-    pub async fn update(&self, caller: &Caller, language_title: &str, draft: FunctionDraft) -> Result<FunctionRecord> {
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        language_title: &str,
+        draft: FunctionDraft,
+    ) -> Result<FunctionRecord> {
         check_tags(draft.tags.as_deref())?;
         let current = self.owned_function(caller, language_title).await?;
-        let source = draft.script_content.clone().unwrap_or_else(|| current.script_content.clone());
+        let source = draft
+            .script_content
+            .clone()
+            .unwrap_or_else(|| current.script_content.clone());
         let compile_options = draft
             .compile_options
             .clone()
             .or_else(|| current.compile_options.clone())
             .unwrap_or(Value::Null);
         let schema = draft.schema.clone().or_else(|| current.schema.clone());
-        self.check(&current.language_title, &source, &compile_options, schema.as_ref())
-            .await?;
+        self.check(
+            &current.language_title,
+            &source,
+            &compile_options,
+            schema.as_ref(),
+        )
+        .await?;
         let update = FunctionUpdate {
             description: draft.description,
             script_content: draft.script_content,
@@ -201,13 +249,18 @@ impl Registry {
         self.store
             .update_function(&current.language_title, &update)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("function '{}' not found", current.language_title)))
+            .ok_or_else(|| {
+                Error::NotFound(format!("function '{}' not found", current.language_title))
+            })
     }
 
     pub async fn retire(&self, caller: &Caller, language_title: &str) -> Result<()> {
         let current = self.owned_function(caller, language_title).await?;
         if !self.store.retire_function(&current.language_title).await? {
-            return Err(Error::NotFound(format!("function '{}' not found", current.language_title)));
+            return Err(Error::NotFound(format!(
+                "function '{}' not found",
+                current.language_title
+            )));
         }
         Ok(())
     }

@@ -198,10 +198,22 @@ mod tests {
     #[test]
     fn keys_differ_by_owner_params_and_context() {
         let base = CacheKey::new(Some("a"), "h", &json!({"x": 1, "y": 2}), &json!({}));
-        assert_eq!(base, CacheKey::new(Some("a"), "h", &json!({"y": 2, "x": 1}), &json!({})));
-        assert_ne!(base, CacheKey::new(Some("b"), "h", &json!({"x": 1, "y": 2}), &json!({})));
-        assert_ne!(base, CacheKey::new(Some("a"), "h", &json!({"x": 2, "y": 2}), &json!({})));
-        assert_ne!(base, CacheKey::new(Some("a"), "h", &json!({"x": 1, "y": 2}), &json!({"c": 1})));
+        assert_eq!(
+            base,
+            CacheKey::new(Some("a"), "h", &json!({"y": 2, "x": 1}), &json!({}))
+        );
+        assert_ne!(
+            base,
+            CacheKey::new(Some("b"), "h", &json!({"x": 1, "y": 2}), &json!({}))
+        );
+        assert_ne!(
+            base,
+            CacheKey::new(Some("a"), "h", &json!({"x": 2, "y": 2}), &json!({}))
+        );
+        assert_ne!(
+            base,
+            CacheKey::new(Some("a"), "h", &json!({"x": 1, "y": 2}), &json!({"c": 1}))
+        );
     }
 
     #[test]
@@ -215,7 +227,11 @@ mod tests {
         assert_eq!(cache.get(&key(2), CacheControl::Default), None);
         cache.put(key(2), &json!(2), CacheControl::Default);
         cache.put(key(3), &json!(3), CacheControl::Default);
-        assert_eq!(cache.get(&key(1), CacheControl::Default), None, "oldest evicted");
+        assert_eq!(
+            cache.get(&key(1), CacheControl::Default),
+            None,
+            "oldest evicted"
+        );
         assert_eq!(cache.get(&key(3), CacheControl::Default), Some(json!(3)));
         cache.put(key(4), &json!(4), CacheControl::MaxAge(Duration::ZERO));
         assert_eq!(cache.get(&key(4), CacheControl::Default), None);

@@ -61,7 +61,9 @@ pub fn params_schema(schema: Option<&Value>) -> Option<&Value> {
 pub fn compile_params_schema(schema: &Value) -> Result<Arc<jsonschema::Validator>> {
     jsonschema::validator_for(schema)
         .map(Arc::new)
-        .map_err(|error| Error::InvalidRequest(format!("schema.params is not a valid JSON Schema: {error}")))
+        .map_err(|error| {
+            Error::InvalidRequest(format!("schema.params is not a valid JSON Schema: {error}"))
+        })
 }
 
 /// Checks params against a schema, naming the first failing path.
@@ -71,7 +73,11 @@ pub fn validate_params(validator: &jsonschema::Validator, params: &Value) -> Res
         Some(error) => {
             let path = error.instance_path.to_string();
             Err(Error::InvalidParams {
-                path: if path.is_empty() { "/".to_string() } else { path },
+                path: if path.is_empty() {
+                    "/".to_string()
+                } else {
+                    path
+                },
                 message: error.to_string(),
             })
         }

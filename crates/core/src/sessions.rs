@@ -96,7 +96,9 @@ pub(crate) fn check_script_text(source: &str) -> Result<()> {
         return Err(Error::InvalidRequest("script_content is empty".into()));
     }
     if source.contains('\0') {
-        return Err(Error::InvalidRequest("script_content must not contain NUL characters".into()));
+        return Err(Error::InvalidRequest(
+            "script_content must not contain NUL characters".into(),
+        ));
     }
     Ok(())
 }
@@ -139,7 +141,9 @@ impl Sessions {
         let timeout = match context.get("timeout_ms") {
             None | Some(Value::Null) => self.config.default_timeout,
             Some(value) => match value.as_u64() {
-                Some(ms) if ms > 0 => Duration::from_millis(ms).min(self.config.runtime_timeout_cap),
+                Some(ms) if ms > 0 => {
+                    Duration::from_millis(ms).min(self.config.runtime_timeout_cap)
+                }
                 _ => {
                     return Err(Error::InvalidRequest(
                         "context.timeout_ms must be a positive whole number of milliseconds".into(),
@@ -151,14 +155,18 @@ impl Sessions {
             None | Some(Value::Null) => true,
             Some(Value::Bool(retain)) => *retain,
             Some(_) => {
-                return Err(Error::InvalidRequest("context.retain_session must be true or false".into()))
+                return Err(Error::InvalidRequest(
+                    "context.retain_session must be true or false".into(),
+                ))
             }
         };
         let compile_options = match context.get("compile_options") {
             None | Some(Value::Null) => Value::Null,
             Some(options @ Value::Object(_)) => options.clone(),
             Some(_) => {
-                return Err(Error::InvalidRequest("context.compile_options must be an object".into()))
+                return Err(Error::InvalidRequest(
+                    "context.compile_options must be an object".into(),
+                ))
             }
         };
         Ok(SessionOptions {
@@ -168,7 +176,11 @@ impl Sessions {
         })
     }
 
-    pub async fn initialize(&self, caller: &Caller, request: InitializeRequest) -> Result<Initialized> {
+    pub async fn initialize(
+        &self,
+        caller: &Caller,
+        request: InitializeRequest,
+    ) -> Result<Initialized> {
         let language_title = self.parser.parse(&request.language_title)?;
         let language = language_title.language;
         if !caller.may_execute(language) {
@@ -188,14 +200,26 @@ impl Sessions {
         let context = match request.context {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(context @ Value::Object(_)) => context,
-            Some(_) => return Err(Error::InvalidRequest("context must be a JSON object".into())),
+            Some(_) => {
+                return Err(Error::InvalidRequest(
+                    "context must be a JSON object".into(),
+                ))
+            }
         };
         let options = self.session_options(&context)?;
         if context.to_string().contains("\\u0000") {
-            return Err(Error::InvalidRequest("context must not contain NUL characters".into()));
+            return Err(Error::InvalidRequest(
+                "context must not contain NUL characters".into(),
+            ));
         }
-        if caller.subject.as_ref().is_some_and(|subject| subject.len() > 128) {
-            return Err(Error::InvalidRequest("the token's subject is longer than 128 characters".into()));
+        if caller
+            .subject
+            .as_ref()
+            .is_some_and(|subject| subject.len() > 128)
+        {
+            return Err(Error::InvalidRequest(
+                "the token's subject is longer than 128 characters".into(),
+            ));
         }
 
         // Either the caller's own script or a registered function's.
@@ -214,13 +238,18 @@ impl Sessions {
             }
             None => {
                 let canonical = language_title.canonical();
-                let function = self
-                    .store
-                    .get_function(&canonical)
-                    .await?
-                    .ok_or_else(|| Error::NotFound(format!("function '{canonical}' not found")))?;
-                metadata.insert("function".into(), Value::String(function.language_title.clone()));
-                metadata.insert("function_version".into(), Value::String(function.version.clone()));
+                let function =
+                    self.store.get_function(&canonical).await?.ok_or_else(|| {
+                        Error::NotFound(format!("function '{canonical}' not found"))
+                    })?;
+                metadata.insert(
+                    "function".into(),
+                    Value::String(function.language_title.clone()),
+                );
+                metadata.insert(
+                    "function_version".into(),
+                    Value::String(function.version.clone()),
+                );
                 // The session's own compile options win over the function's.
                 let compile_options = if options.compile_options.is_null() {
                     function.compile_options.clone().unwrap_or(Value::Null)
@@ -259,8 +288,9 @@ impl Sessions {
 
         let now = Utc::now();
         let expires_at = now
-            + chrono::Duration::from_std(self.config.session_expiry)
-                .map_err(|error| Error::Internal(format!("session expiry out of range: {error}")))?;
+            + chrono::Duration::from_std(self.config.session_expiry).map_err(|error| {
+                Error::Internal(format!("session expiry out of range: {error}"))
+            })?;
         let (status, compile_status, compile_error, new_artifact) = match &prepared {
             Ok(prepared) => (
                 SessionStatus::Active,
@@ -297,12 +327,15 @@ impl Sessions {
             compile_error,
             metadata: Value::Object(metadata),
         };
-        self.store.insert_session(&record).await.map_err(|error| match error {
-            StoreError::Conflict { .. } => {
-                Error::Conflict(format!("X-Request-ID '{request_id}' is already taken"))
-            }
-            other => Error::Store(other),
-        })?;
+        self.store
+            .insert_session(&record)
+            .await
+            .map_err(|error| match error {
+                StoreError::Conflict { .. } => {
+                    Error::Conflict(format!("X-Request-ID '{request_id}' is already taken"))
+                }
+                other => Error::Store(other),
+            })?;
         if let Err(error) = prepared {
             return Err(Error::Runtime(error));
         }
@@ -322,7 +355,8 @@ impl Sessions {
             timeout: options.timeout,
             loaded_at: Instant::now(),
         }));
-        metrics::counter!("lambda_sessions_created_total", "language" => language.as_str()).increment(1);
+        metrics::counter!("lambda_sessions_created_total", "language" => language.as_str())
+            .increment(1);
         Ok(Initialized {
             request_id,
             language_title: record.language_title,
@@ -342,13 +376,20 @@ impl Sessions {
             })
         })?;
         if let lambda_runtime::RuntimeStatus::Unavailable { reason } = runtime.status() {
-            return Err(Error::Runtime(RuntimeError::Unavailable { language, reason }));
+            return Err(Error::Runtime(RuntimeError::Unavailable {
+                language,
+                reason,
+            }));
         }
         Ok(runtime)
     }
 
     /// Turns a stored row into a live session, or says why it cannot run.
-    fn live_from_record(&self, record: SessionRecord, now: DateTime<Utc>) -> Result<Arc<LiveSession>> {
+    fn live_from_record(
+        &self,
+        record: SessionRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<LiveSession>> {
         if record.expires_at <= now {
             return Err(Error::session_not_found());
         }
@@ -406,7 +447,9 @@ impl Sessions {
         match self.cache.get(request_id, now) {
             Cached::Fresh(session) => Ok(session),
             Cached::Stale(stale) => {
-                match tokio::time::timeout(REVALIDATE_TIMEOUT, self.store.get_session(request_id)).await {
+                match tokio::time::timeout(REVALIDATE_TIMEOUT, self.store.get_session(request_id))
+                    .await
+                {
                     Ok(Ok(record)) => self.refresh(request_id, record, now),
                     // The database is away: a session we already hold (whose
                     // expiry we still check) keeps running rather than
@@ -456,7 +499,12 @@ impl Sessions {
         }
     }
 
-    pub async fn execute(&self, caller: &Caller, request_id: &str, request: ExecuteRequest) -> Result<ExecuteOutcome> {
+    pub async fn execute(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        request: ExecuteRequest,
+    ) -> Result<ExecuteOutcome> {
         let started = Instant::now();
         let now = Utc::now();
         let session = self.live_session(request_id, now).await?;

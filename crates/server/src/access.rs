@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use lambda_access::auth::resolve_secret;
-use lambda_access::{AuthConfig, Authenticator, BindMode, RateLimitConfig, RateLimiter, StartupPolicy, TrustedProxies};
+use lambda_access::{
+    AuthConfig, Authenticator, BindMode, RateLimitConfig, RateLimiter, StartupPolicy,
+    TrustedProxies,
+};
 use lambda_core::config::{read_var, Env, ProcessEnv};
 use lambda_core::Config;
 
@@ -18,10 +21,9 @@ pub struct Access {
 fn number<T: std::str::FromStr>(env: &dyn Env, name: &str, default: T) -> anyhow::Result<T> {
     match read_var(env, name)? {
         None => Ok(default),
-        Some(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("invalid configuration: {name}: '{text}' is not a whole number")),
+        Some(text) => text.trim().parse().map_err(|_| {
+            anyhow::anyhow!("invalid configuration: {name}: '{text}' is not a whole number")
+        }),
     }
 }
 
@@ -42,10 +44,9 @@ pub fn from_env(config: &Config) -> anyhow::Result<Access> {
     )?;
     let public_key_pem = match env.get("JWT_PUBLIC_KEY_FILE") {
         None => None,
-        Some(path) => Some(
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("invalid configuration: JWT_PUBLIC_KEY_FILE: cannot read '{path}'"))?,
-        ),
+        Some(path) => Some(std::fs::read_to_string(&path).with_context(|| {
+            format!("invalid configuration: JWT_PUBLIC_KEY_FILE: cannot read '{path}'")
+        })?),
     };
     let auth = AuthConfig {
         hs256_secret: secret,
@@ -69,15 +70,29 @@ pub fn from_env(config: &Config) -> anyhow::Result<Access> {
     let authenticator = auth.load()?;
     let defaults = RateLimitConfig::default();
     let rate_limits = RateLimitConfig {
-        execute_per_minute: number(env, "RATE_LIMIT_EXECUTE_PER_MINUTE", defaults.execute_per_minute)?,
+        execute_per_minute: number(
+            env,
+            "RATE_LIMIT_EXECUTE_PER_MINUTE",
+            defaults.execute_per_minute,
+        )?,
         execute_anonymous_per_minute: number(
             env,
             "RATE_LIMIT_EXECUTE_ANONYMOUS_PER_MINUTE",
             defaults.execute_anonymous_per_minute,
         )?,
-        functions_per_minute: number(env, "RATE_LIMIT_FUNCTIONS_PER_MINUTE", defaults.functions_per_minute)?,
-        other_per_minute: number(env, "RATE_LIMIT_OTHER_PER_MINUTE", defaults.other_per_minute)?,
-        window: Duration::from_secs(number(env, "RATE_LIMIT_WINDOW_SECONDS", defaults.window.as_secs())?.max(1)),
+        functions_per_minute: number(
+            env,
+            "RATE_LIMIT_FUNCTIONS_PER_MINUTE",
+            defaults.functions_per_minute,
+        )?,
+        other_per_minute: number(
+            env,
+            "RATE_LIMIT_OTHER_PER_MINUTE",
+            defaults.other_per_minute,
+        )?,
+        window: Duration::from_secs(
+            number(env, "RATE_LIMIT_WINDOW_SECONDS", defaults.window.as_secs())?.max(1),
+        ),
         ..defaults
     };
     let trusted_proxies = match read_var(env, "TRUSTED_PROXIES")? {

@@ -14,7 +14,11 @@ mod store;
 mod telemetry;
 
 #[derive(Parser)]
-#[command(name = "lambda-microservice", version, about = "Run Node.js, Python, Rust and WebAssembly functions, fast and sandboxed.")]
+#[command(
+    name = "lambda-microservice",
+    version,
+    about = "Run Node.js, Python, Rust and WebAssembly functions, fast and sandboxed."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -38,7 +42,10 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init_tracing(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("lambda-microservice: cannot start the async runtime: {error}");

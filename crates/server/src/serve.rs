@@ -47,7 +47,12 @@ pub async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         batcher.clone(),
         config.clone(),
     ));
-    let registry = Arc::new(Registry::new(store.clone(), runtimes.clone(), parser, config.clone()));
+    let registry = Arc::new(Registry::new(
+        store.clone(),
+        runtimes.clone(),
+        parser,
+        config.clone(),
+    ));
     let gate = Arc::new(Gate {
         authenticator: access.authenticator,
         rate_limiter: access.rate_limiter,
@@ -64,12 +69,21 @@ pub async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         gate: gate.clone(),
     };
 
-    let sweeper = tokio::spawn(sweep_periodically(sessions.clone(), gate, config.session_cleanup_interval));
-    let metrics_server = match std::env::var("METRICS_ADDR").ok().filter(|value| !value.is_empty()) {
+    let sweeper = tokio::spawn(sweep_periodically(
+        sessions.clone(),
+        gate,
+        config.session_cleanup_interval,
+    ));
+    let metrics_server = match std::env::var("METRICS_ADDR")
+        .ok()
+        .filter(|value| !value.is_empty())
+    {
         Some(address) => {
-            let address: SocketAddr = address
-                .parse()
-                .map_err(|_| anyhow::anyhow!("invalid configuration: METRICS_ADDR: '{address}' is not a socket address"))?;
+            let address: SocketAddr = address.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "invalid configuration: METRICS_ADDR: '{address}' is not a socket address"
+                )
+            })?;
             let listener = TcpListener::bind(address)
                 .await
                 .with_context(|| format!("cannot listen on METRICS_ADDR {address}"))?;
@@ -77,7 +91,9 @@ pub async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
                 .route("/metrics", axum::routing::get(lambda_api::metrics_handler))
                 .with_state(state.clone());
             tracing::info!(%address, "metrics listening");
-            Some(tokio::spawn(async move { axum::serve(listener, metrics_app).await }))
+            Some(tokio::spawn(async move {
+                axum::serve(listener, metrics_app).await
+            }))
         }
         None => None,
     };
@@ -87,10 +103,13 @@ pub async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on BIND_ADDR {}", config.bind_addr))?;
     tracing::info!(address = %config.bind_addr, "listening");
     let app = lambda_api::app(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the HTTP server failed")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("the HTTP server failed")?;
 
     tracing::info!("draining: flushing request logs and stopping workers");
     sweeper.abort();
@@ -98,14 +117,20 @@ pub async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         server.abort();
     }
     let started = Instant::now();
-    if tokio::time::timeout(LOG_FLUSH_DEADLINE, sessions.flush_logs()).await.is_err() {
+    if tokio::time::timeout(LOG_FLUSH_DEADLINE, sessions.flush_logs())
+        .await
+        .is_err()
+    {
         tracing::error!(
             queued = sessions.batcher().queue_depth(),
             "the database stayed unreachable for {} s during shutdown; queued request logs are lost",
             LOG_FLUSH_DEADLINE.as_secs()
         );
     } else {
-        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "request logs flushed");
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request logs flushed"
+        );
     }
     drop(batcher);
     drop(sessions);

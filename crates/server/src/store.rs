@@ -16,9 +16,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 .context("cannot connect to DATABASE_URL")?,
         ),
         None => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!("cannot create DATA_DIR {}", config.data_dir.display())
-            })?;
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("cannot create DATA_DIR {}", config.data_dir.display()))?;
             Arc::new(
                 SqliteStore::open_in_dir(&config.data_dir)
                     .await

@@ -6,7 +6,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use lambda_access::testing::{mint_hs256, mint_hs256_claims, mint_unsigned, mint_with_pem, unix_seconds, Algorithm};
+use lambda_access::testing::{
+    mint_hs256, mint_hs256_claims, mint_unsigned, mint_with_pem, unix_seconds, Algorithm,
+};
 use lambda_testkit::postgres::TestDatabase;
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -26,7 +28,11 @@ fn now() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_failures_are_401_and_scopes_403() {
-    let harness = Harness::start(Backend::Sqlite, &[("JWT_SECRET", SECRET), ("JWT_AUDIENCE", "lambda")]).await;
+    let harness = Harness::start(
+        Backend::Sqlite,
+        &[("JWT_SECRET", SECRET), ("JWT_AUDIENCE", "lambda")],
+    )
+    .await;
     let api = &harness.api;
     let claims = |extra: Value| {
         let mut claims = json!({"sub": "alice", "scope": ALL, "exp": now() + 600, "aud": "lambda"});
@@ -40,42 +46,133 @@ async fn token_failures_are_401_and_scopes_403() {
     let cases: Vec<(&str, Option<String>)> = vec![
         ("no token", None),
         ("malformed", Some("not-a-jwt".to_string())),
-        ("bad signature", Some(mint_hs256_claims("another-secret-that-is-also-32-bytes-long!!", &claims(json!({}))).unwrap())),
+        (
+            "bad signature",
+            Some(
+                mint_hs256_claims(
+                    "another-secret-that-is-also-32-bytes-long!!",
+                    &claims(json!({})),
+                )
+                .unwrap(),
+            ),
+        ),
         ("alg none", Some(mint_unsigned(&claims(json!({}))).unwrap())),
-        ("expired", Some(mint_hs256_claims(SECRET, &claims(json!({"exp": now() - 3600}))).unwrap())),
-        ("not yet valid", Some(mint_hs256_claims(SECRET, &claims(json!({"nbf": now() + 3600}))).unwrap())),
-        ("wrong audience", Some(mint_hs256_claims(SECRET, &claims(json!({"aud": "someone-else"}))).unwrap())),
-        ("no exp", Some(mint_hs256_claims(SECRET, &json!({"sub": "alice", "scope": ALL, "aud": "lambda"})).unwrap())),
+        (
+            "expired",
+            Some(mint_hs256_claims(SECRET, &claims(json!({"exp": now() - 3600}))).unwrap()),
+        ),
+        (
+            "not yet valid",
+            Some(mint_hs256_claims(SECRET, &claims(json!({"nbf": now() + 3600}))).unwrap()),
+        ),
+        (
+            "wrong audience",
+            Some(mint_hs256_claims(SECRET, &claims(json!({"aud": "someone-else"}))).unwrap()),
+        ),
+        (
+            "no exp",
+            Some(
+                mint_hs256_claims(
+                    SECRET,
+                    &json!({"sub": "alice", "scope": ALL, "aud": "lambda"}),
+                )
+                .unwrap(),
+            ),
+        ),
     ];
     for (case, token) in cases {
         let client = match &token {
             Some(token) => api.with_token(token),
             None => api.clone(),
         };
-        let reply = client.post("/api/v1/initialize", &[("Language-Title", "nodejs-x")], &json!({"script_content": ADD})).await;
-        assert_eq!((reply.status, reply.code()), (401, "UNAUTHORIZED"), "{case}: {reply:?}");
+        let reply = client
+            .post(
+                "/api/v1/initialize",
+                &[("Language-Title", "nodejs-x")],
+                &json!({"script_content": ADD}),
+            )
+            .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (401, "UNAUTHORIZED"),
+            "{case}: {reply:?}"
+        );
         if let Some(token) = &token {
-            assert!(!reply.body.to_string().contains(token.as_str()), "{case}: the token is echoed");
+            assert!(
+                !reply.body.to_string().contains(token.as_str()),
+                "{case}: the token is echoed"
+            );
         }
     }
     let good = mint_hs256_claims(SECRET, &claims(json!({}))).unwrap();
     let alice = api.with_token(&good);
     let id = alice.initialize_script("nodejs-mine", ADD).await;
-    assert_eq!(alice.execute(&id, json!({"a": 1, "b": 2})).await.body["result"], 3);
+    assert_eq!(
+        alice.execute(&id, json!({"a": 1, "b": 2})).await.body["result"],
+        3
+    );
 
     // Missing scope: 403.
-    let reader = api.with_token(&mint_hs256_claims(SECRET, &claims(json!({"sub": "alice", "scope": "read:functions"}))).unwrap());
-    let reply = reader.post("/api/v1/initialize", &[("Language-Title", "nodejs-x")], &json!({"script_content": ADD})).await;
-    assert_eq!((reply.status, reply.code()), (403, "FORBIDDEN"), "{reply:?}");
+    let reader = api.with_token(
+        &mint_hs256_claims(
+            SECRET,
+            &claims(json!({"sub": "alice", "scope": "read:functions"})),
+        )
+        .unwrap(),
+    );
+    let reply = reader
+        .post(
+            "/api/v1/initialize",
+            &[("Language-Title", "nodejs-x")],
+            &json!({"script_content": ADD}),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (403, "FORBIDDEN"),
+        "{reply:?}"
+    );
     let reply = reader.execute(&id, json!({"a": 1, "b": 2})).await;
-    assert_eq!((reply.status, reply.code()), (403, "FORBIDDEN"), "{reply:?}");
-    let reply = reader.post("/api/v1/functions", &[], &json!({"language_title": "nodejs-f", "script_content": ADD})).await;
-    assert_eq!((reply.status, reply.code()), (403, "FORBIDDEN"), "{reply:?}");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (403, "FORBIDDEN"),
+        "{reply:?}"
+    );
+    let reply = reader
+        .post(
+            "/api/v1/functions",
+            &[],
+            &json!({"language_title": "nodejs-f", "script_content": ADD}),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (403, "FORBIDDEN"),
+        "{reply:?}"
+    );
     assert_eq!(reader.get("/api/v1/functions").await.status, 200);
-    let python_only = api.with_token(&mint_hs256_claims(SECRET, &claims(json!({"scope": "execute:python"}))).unwrap());
-    let reply = python_only.post("/api/v1/initialize", &[("Language-Title", "nodejs-x")], &json!({"script_content": ADD})).await;
-    assert_eq!((reply.status, reply.code()), (403, "FORBIDDEN"), "{reply:?}");
-    assert_eq!(python_only.initialize_script("python-ok", "result = 1").await.len(), 36);
+    let python_only = api.with_token(
+        &mint_hs256_claims(SECRET, &claims(json!({"scope": "execute:python"}))).unwrap(),
+    );
+    let reply = python_only
+        .post(
+            "/api/v1/initialize",
+            &[("Language-Title", "nodejs-x")],
+            &json!({"script_content": ADD}),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (403, "FORBIDDEN"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        python_only
+            .initialize_script("python-ok", "result = 1")
+            .await
+            .len(),
+        36
+    );
 
     // Another subject's session does not exist for them.
     let bob = api.with_token(&mint_hs256_claims(SECRET, &claims(json!({"sub": "bob"}))).unwrap());
@@ -84,22 +181,52 @@ async fn token_failures_are_401_and_scopes_403() {
         bob.get(&format!("/api/v1/sessions/{id}")).await,
         bob.delete(&format!("/api/v1/sessions/{id}")).await,
     ] {
-        assert_eq!((reply.status, reply.code()), (404, "NOT_FOUND"), "{reply:?}");
+        assert_eq!(
+            (reply.status, reply.code()),
+            (404, "NOT_FOUND"),
+            "{reply:?}"
+        );
     }
-    assert_eq!(alice.get(&format!("/api/v1/sessions/{id}")).await.status, 200);
+    assert_eq!(
+        alice.get(&format!("/api/v1/sessions/{id}")).await.status,
+        200
+    );
 
     // Dynamic functions belong to their creator (or an admin).
-    let reply = alice.post("/api/v1/functions", &[], &json!({"language_title": "nodejs-alices", "script_content": ADD})).await;
+    let reply = alice
+        .post(
+            "/api/v1/functions",
+            &[],
+            &json!({"language_title": "nodejs-alices", "script_content": ADD}),
+        )
+        .await;
     assert_eq!(reply.status, 201, "{reply:?}");
     assert_eq!(reply.body["user_id"], "alice");
     let reply = bob.delete("/api/v1/functions/nodejs-alices").await;
-    assert_eq!((reply.status, reply.code()), (403, "FORBIDDEN"), "{reply:?}");
-    let admin = api.with_token(&mint_hs256_claims(SECRET, &claims(json!({"sub": "root", "scope": "admin"}))).unwrap());
-    assert_eq!(admin.delete("/api/v1/functions/nodejs-alices").await.status, 204);
+    assert_eq!(
+        (reply.status, reply.code()),
+        (403, "FORBIDDEN"),
+        "{reply:?}"
+    );
+    let admin = api.with_token(
+        &mint_hs256_claims(SECRET, &claims(json!({"sub": "root", "scope": "admin"}))).unwrap(),
+    );
+    assert_eq!(
+        admin.delete("/api/v1/functions/nodejs-alices").await.status,
+        204
+    );
 
     // Health and metrics need no token.
     assert_eq!(api.get("/health").await.status, 200);
-    assert_eq!(api.client.get(format!("{}/metrics", api.base_url)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        api.client
+            .get(format!("{}/metrics", api.base_url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,24 +235,61 @@ async fn an_hs256_token_signed_with_the_rs256_public_key_is_refused() {
     let private = dir.path().join("private.pem");
     let public = dir.path().join("public.pem");
     let made = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&private)
         .status()
         .expect("openssl genpkey");
     assert!(made.success());
-    let made = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&private).arg("-out").arg(&public).status().expect("openssl pkey");
+    let made = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public)
+        .status()
+        .expect("openssl pkey");
     assert!(made.success());
-    let harness = Harness::start(Backend::Sqlite, &[("JWT_PUBLIC_KEY_FILE", public.to_str().unwrap())]).await;
+    let harness = Harness::start(
+        Backend::Sqlite,
+        &[("JWT_PUBLIC_KEY_FILE", public.to_str().unwrap())],
+    )
+    .await;
     let claims = json!({"sub": "carol", "scope": ALL, "exp": now() + 600});
     let good = mint_with_pem(Algorithm::RS256, &std::fs::read(&private).unwrap(), &claims).unwrap();
-    let id = harness.api.with_token(&good).initialize_script("nodejs-rsa", ADD).await;
+    let id = harness
+        .api
+        .with_token(&good)
+        .initialize_script("nodejs-rsa", ADD)
+        .await;
     assert!(!id.is_empty());
     let confused = mint_hs256_claims(std::fs::read(&public).unwrap(), &claims).unwrap();
-    let reply = harness.api.with_token(&confused).execute(&id, json!({})).await;
-    assert_eq!((reply.status, reply.code()), (401, "UNAUTHORIZED"), "{reply:?}");
+    let reply = harness
+        .api
+        .with_token(&confused)
+        .execute(&id, json!({}))
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (401, "UNAUTHORIZED"),
+        "{reply:?}"
+    );
     let unsigned = mint_unsigned(&claims).unwrap();
-    let reply = harness.api.with_token(&unsigned).execute(&id, json!({})).await;
-    assert_eq!((reply.status, reply.code()), (401, "UNAUTHORIZED"), "{reply:?}");
+    let reply = harness
+        .api
+        .with_token(&unsigned)
+        .execute(&id, json!({}))
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (401, "UNAUTHORIZED"),
+        "{reply:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +297,11 @@ async fn the_101st_execute_is_rate_limited_per_subject() {
     // A 5-second window instead of 60 keeps the test short; the counting is the same.
     let harness = Harness::start(
         Backend::Sqlite,
-        &[("JWT_SECRET", SECRET), ("RATE_LIMIT_EXECUTE_PER_MINUTE", "100"), ("RATE_LIMIT_WINDOW_SECONDS", "5")],
+        &[
+            ("JWT_SECRET", SECRET),
+            ("RATE_LIMIT_EXECUTE_PER_MINUTE", "100"),
+            ("RATE_LIMIT_WINDOW_SECONDS", "5"),
+        ],
     )
     .await;
     let alice = harness.api.with_token(&token("alice", ALL));
@@ -141,17 +309,34 @@ async fn the_101st_execute_is_rate_limited_per_subject() {
     let id = alice.initialize_script("nodejs-limited", ADD).await;
     let bobs = bob.initialize_script("nodejs-limited", ADD).await;
     for i in 0..100 {
-        let reply = alice.post(&format!("/api/v1/execute/{id}"), &[("X-Cache-Control", "no-cache")], &json!({"params": {"a": i, "b": 0}})).await;
+        let reply = alice
+            .post(
+                &format!("/api/v1/execute/{id}"),
+                &[("X-Cache-Control", "no-cache")],
+                &json!({"params": {"a": i, "b": 0}}),
+            )
+            .await;
         assert_eq!(reply.status, 200, "execute #{}: {reply:?}", i + 1);
         assert_eq!(reply.headers["x-ratelimit-limit"], "100");
     }
     let reply = alice.execute(&id, json!({"a": 1, "b": 1})).await;
-    assert_eq!((reply.status, reply.code()), (429, "RATE_LIMITED"), "{reply:?}");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (429, "RATE_LIMITED"),
+        "{reply:?}"
+    );
     assert_eq!(reply.headers["x-ratelimit-remaining"], "0");
-    let retry_after: u64 = reply.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = reply.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=5).contains(&retry_after), "Retry-After {retry_after}");
     // Another subject is not limited by alice's burst.
-    assert_eq!(bob.execute(&bobs, json!({"a": 1, "b": 1})).await.status, 200);
+    assert_eq!(
+        bob.execute(&bobs, json!({"a": 1, "b": 1})).await.status,
+        200
+    );
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     let reply = alice.execute(&id, json!({"a": 1, "b": 1})).await;
     assert_eq!(reply.status, 200, "after honouring Retry-After: {reply:?}");
@@ -171,18 +356,34 @@ async fn results_are_cached_per_owner_and_honour_cache_control() {
     assert_eq!(second.body["result"], first.body["result"]);
     let other_params = alice.execute(&id, json!({"x": 2})).await;
     assert_eq!(other_params.body["cached"], false);
-    let bypass = alice.post(&format!("/api/v1/execute/{id}"), &[("X-Cache-Control", "no-cache")], &json!({"params": {"x": 1}})).await;
+    let bypass = alice
+        .post(
+            &format!("/api/v1/execute/{id}"),
+            &[("X-Cache-Control", "no-cache")],
+            &json!({"params": {"x": 1}}),
+        )
+        .await;
     assert_eq!(bypass.body["cached"], false, "{bypass:?}");
     assert_ne!(bypass.body["result"], first.body["result"]);
 
     let short = |api: &Api| {
         let api = api.clone();
         let id = id.clone();
-        async move { api.post(&format!("/api/v1/execute/{id}"), &[("X-Cache-Control", "max-age=1")], &json!({"params": {"x": 3}})).await }
+        async move {
+            api.post(
+                &format!("/api/v1/execute/{id}"),
+                &[("X-Cache-Control", "max-age=1")],
+                &json!({"params": {"x": 3}}),
+            )
+            .await
+        }
     };
     let a = short(&alice).await;
     let b = short(&alice).await;
-    assert_eq!((a.body["cached"].clone(), b.body["cached"].clone()), (json!(false), json!(true)));
+    assert_eq!(
+        (a.body["cached"].clone(), b.body["cached"].clone()),
+        (json!(false), json!(true))
+    );
     assert_eq!(a.body["result"], b.body["result"]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let c = short(&alice).await;
@@ -195,7 +396,9 @@ async fn results_are_cached_per_owner_and_honour_cache_control() {
     assert_eq!(reply.body["cached"], false, "{reply:?}");
     assert_ne!(reply.body["result"], first.body["result"]);
     // Errors are never cached.
-    let failing = alice.initialize_script("nodejs-fails", "throw new Error('no');").await;
+    let failing = alice
+        .initialize_script("nodejs-fails", "throw new Error('no');")
+        .await;
     assert_eq!(alice.execute(&failing, json!({})).await.status, 460);
     assert_eq!(alice.execute(&failing, json!({})).await.status, 460);
 }
@@ -212,8 +415,16 @@ async fn serving_open_on_a_public_address_is_refused() {
         .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for hint in ["JWT_SECRET", "JWT_PUBLIC_KEY_FILE", "ALLOW_ANONYMOUS=true", "127.0.0.1"] {
-        assert!(stderr.contains(hint), "the message should say how to fix it ({hint}):\n{stderr}");
+    for hint in [
+        "JWT_SECRET",
+        "JWT_PUBLIC_KEY_FILE",
+        "ALLOW_ANONYMOUS=true",
+        "127.0.0.1",
+    ] {
+        assert!(
+            stderr.contains(hint),
+            "the message should say how to fix it ({hint}):\n{stderr}"
+        );
     }
     // ALLOW_ANONYMOUS=true starts it, with a warning.
     let options = ServiceOptions {
@@ -222,8 +433,14 @@ async fn serving_open_on_a_public_address_is_refused() {
     }
     .with_env("BIND_ADDR", &format!("0.0.0.0:{port}"))
     .with_env("ALLOW_ANONYMOUS", "true");
-    let service = TestService::start(binary(), options).await.expect("starts with ALLOW_ANONYMOUS");
-    assert!(service.log().contains("ALLOW_ANONYMOUS"), "{}", service.log());
+    let service = TestService::start(binary(), options)
+        .await
+        .expect("starts with ALLOW_ANONYMOUS");
+    assert!(
+        service.log().contains("ALLOW_ANONYMOUS"),
+        "{}",
+        service.log()
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -240,7 +457,9 @@ fn rss_kib(pid: u32) -> u64 {
 /// service has answered) and returns the status line's code.
 async fn send_oversized_execute(port: u16, id: &str, chunked: bool) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let length_header = if chunked {
         "Transfer-Encoding: chunked".to_string()
     } else {
@@ -263,7 +482,10 @@ async fn send_oversized_execute(port: u16, id: &str, chunked: bool) -> u16 {
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
     let text = String::from_utf8_lossy(&response);
-    text.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +496,11 @@ async fn ten_mebibyte_bodies_are_refused_without_buffering() {
     let (port, pid) = (harness.service.port, harness.service.pid().unwrap());
     // Warm up allocator and connection handling before measuring.
     for chunked in [false, true] {
-        assert_eq!(send_oversized_execute(port, &id, chunked).await, 413, "chunked: {chunked}");
+        assert_eq!(
+            send_oversized_execute(port, &id, chunked).await,
+            413,
+            "chunked: {chunked}"
+        );
     }
     let before = rss_kib(pid);
     for i in 0..100 {
@@ -282,18 +508,39 @@ async fn ten_mebibyte_bodies_are_refused_without_buffering() {
     }
     let after = rss_kib(pid);
     let growth_mib = after.saturating_sub(before) / 1024;
-    assert!(growth_mib < 32, "RSS grew by {growth_mib} MiB over 100 refused 10 MiB bodies ({before} -> {after} KiB)");
+    assert!(
+        growth_mib < 32,
+        "RSS grew by {growth_mib} MiB over 100 refused 10 MiB bodies ({before} -> {after} KiB)"
+    );
     let reply = api.execute(&id, json!({"a": 1, "b": 1})).await;
     assert_eq!(reply.body["result"], 2, "{reply:?}");
     // The refusal is the API's error shape.
-    let body = format!("{{\"params\": {{\"blob\": \"{}\"}}}}", "x".repeat(2 * 1024 * 1024));
-    let reply = api.send(reqwest::Method::POST, &format!("/api/v1/execute/{id}"), &[], Some(body.into_bytes())).await;
-    assert_eq!((reply.status, reply.code()), (413, "PAYLOAD_TOO_LARGE"), "{reply:?}");
+    let body = format!(
+        "{{\"params\": {{\"blob\": \"{}\"}}}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let reply = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/execute/{id}"),
+            &[],
+            Some(body.into_bytes()),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (413, "PAYLOAD_TOO_LARGE"),
+        "{reply:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_allows_only_configured_origins() {
-    let harness = Harness::start(Backend::Sqlite, &[("CORS_ALLOWED_ORIGINS", "https://app.example")]).await;
+    let harness = Harness::start(
+        Backend::Sqlite,
+        &[("CORS_ALLOWED_ORIGINS", "https://app.example")],
+    )
+    .await;
     let preflight = |origin: &'static str| {
         let client = harness.api.client.clone();
         let url = format!("{}/api/v1/initialize", harness.api.base_url);
@@ -302,47 +549,76 @@ async fn cors_allows_only_configured_origins() {
                 .request(reqwest::Method::OPTIONS, url)
                 .header("Origin", origin)
                 .header("Access-Control-Request-Method", "POST")
-                .header("Access-Control-Request-Headers", "language-title,authorization,content-type")
+                .header(
+                    "Access-Control-Request-Headers",
+                    "language-title,authorization,content-type",
+                )
                 .send()
                 .await
                 .unwrap()
         }
     };
     let allowed = preflight("https://app.example").await;
-    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     assert_eq!(allowed.headers()["access-control-max-age"], "86400");
-    let methods = allowed.headers()["access-control-allow-methods"].to_str().unwrap().to_string();
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_string();
     for method in ["GET", "POST", "PUT", "DELETE", "OPTIONS"] {
         assert!(methods.contains(method), "{methods}");
     }
     let refused = preflight("https://evil.example").await;
-    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_the_request_logs() {
     let database = TestDatabase::create().await.unwrap();
-    let mut service = TestService::start(binary(), ServiceOptions::postgres(database.url()).with_env("JWT_SECRET", SECRET))
-        .await
-        .unwrap();
+    let mut service = TestService::start(
+        binary(),
+        ServiceOptions::postgres(database.url()).with_env("JWT_SECRET", SECRET),
+    )
+    .await
+    .unwrap();
     let bearer = token("dave", ALL);
     let api = Api::new(&service.base_url).with_token(&bearer);
-    let id = api.initialize_script("nodejs-secretive", "return event.params.a;").await;
-    let reply = api.execute(&id, json!({"a": 1, "password": "hunter2", "nested": {"api_key": "k-123"}})).await;
+    let id = api
+        .initialize_script("nodejs-secretive", "return event.params.a;")
+        .await;
+    let reply = api
+        .execute(
+            &id,
+            json!({"a": 1, "password": "hunter2", "nested": {"api_key": "k-123"}}),
+        )
+        .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert!(service.stop().await.unwrap().success());
-    assert!(!service.log().contains(&bearer), "the token appears in the service log");
+    assert!(
+        !service.log().contains(&bearer),
+        "the token appears in the service log"
+    );
     let mut connection = sqlx::PgConnection::connect(database.url()).await.unwrap();
-    let rows: Vec<(Option<Value>, Option<Value>)> =
-        sqlx::query_as("SELECT request_payload, request_headers FROM public.request_logs WHERE request_id = $1")
-            .bind(&id)
-            .fetch_all(&mut connection)
-            .await
-            .unwrap();
+    let rows: Vec<(Option<Value>, Option<Value>)> = sqlx::query_as(
+        "SELECT request_payload, request_headers FROM public.request_logs WHERE request_id = $1",
+    )
+    .bind(&id)
+    .fetch_all(&mut connection)
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 1);
     let stored = format!("{rows:?}");
     for secret in ["hunter2", "k-123", bearer.as_str()] {
-        assert!(!stored.contains(secret), "{secret} stored in request_logs: {stored}");
+        assert!(
+            !stored.contains(secret),
+            "{secret} stored in request_logs: {stored}"
+        );
     }
     assert_eq!(rows[0].0.as_ref().unwrap()["params"]["a"], 1, "{stored}");
 }

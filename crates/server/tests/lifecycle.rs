@@ -20,11 +20,13 @@ async fn count_logs(backend: Backend, harness: &Harness, session: &str) -> (i64,
         Backend::Postgres => {
             let url = harness.database.as_ref().expect("database").url();
             let mut connection = sqlx::PgConnection::connect(url).await.expect("connect");
-            let requests: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM public.request_logs WHERE request_id = $1")
-                .bind(session)
-                .fetch_one(&mut connection)
-                .await
-                .expect("count");
+            let requests: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM public.request_logs WHERE request_id = $1",
+            )
+            .bind(session)
+            .fetch_one(&mut connection)
+            .await
+            .expect("count");
             let errors: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM public.error_logs e JOIN public.request_logs r ON r.id = e.request_log_id WHERE r.request_id = $1",
             )
@@ -36,14 +38,16 @@ async fn count_logs(backend: Backend, harness: &Harness, session: &str) -> (i64,
         }
         Backend::Sqlite => {
             let path = harness.service.data_dir.join("lambda.db");
-            let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                .await
-                .expect("connect");
-            let requests: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM request_logs WHERE request_id = ?")
-                .bind(session)
-                .fetch_one(&mut connection)
-                .await
-                .expect("count");
+            let mut connection =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .expect("connect");
+            let requests: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM request_logs WHERE request_id = ?")
+                    .bind(session)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("count");
             let errors: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM error_logs e JOIN request_logs r ON r.id = e.request_log_id WHERE r.request_id = ?",
             )
@@ -58,8 +62,14 @@ async fn count_logs(backend: Backend, harness: &Harness, session: &str) -> (i64,
 
 on_both_stores!(sessions_survive_a_restart, |backend| async move {
     let mut harness = Harness::start(backend, &[]).await;
-    let id = harness.api.initialize_script("nodejs-persistent", ADD).await;
-    assert_eq!(harness.api.execute(&id, json!({"a": 2, "b": 3})).await.body["result"], 5);
+    let id = harness
+        .api
+        .initialize_script("nodejs-persistent", ADD)
+        .await;
+    assert_eq!(
+        harness.api.execute(&id, json!({"a": 2, "b": 3})).await.body["result"],
+        5
+    );
     harness.service.stop().await.expect("graceful stop");
 
     let options = ServiceOptions {
@@ -67,7 +77,9 @@ on_both_stores!(sessions_survive_a_restart, |backend| async move {
         data_dir: Some(harness.service.data_dir.clone()),
         ..Default::default()
     };
-    let restarted = TestService::start(binary(), options).await.expect("restart");
+    let restarted = TestService::start(binary(), options)
+        .await
+        .expect("restart");
     let api = Api::new(&restarted.base_url);
     let reply = api.execute(&id, json!({"a": 20, "b": 3})).await;
     assert_eq!(reply.status, 200, "after restart: {reply:?}");
@@ -76,56 +88,75 @@ on_both_stores!(sessions_survive_a_restart, |backend| async move {
     assert_eq!(reply.body["execution_count"], 2, "{reply:?}");
 });
 
-on_both_stores!(every_execute_is_logged_and_flushed_on_shutdown, |backend| async move {
-    let mut harness = Harness::start(backend, &[("LOG_FLUSH_INTERVAL_MS", "5000")]).await;
-    let id = harness.api.initialize_script("nodejs-logged", ADD).await;
-    let n_executes = 1000;
-    let api = harness.api.clone();
-    let batches = (0..n_executes).collect::<Vec<i64>>();
-    for chunk in batches.chunks(16) {
-        let replies = join_all(chunk.iter().map(|i| {
-            let api = api.clone();
-            let id = id.clone();
-            async move { api.execute(&id, json!({"a": i, "b": 1})).await }
-        }))
-        .await;
-        for reply in replies {
-            assert_eq!(reply.status, 200, "{reply:?}");
+on_both_stores!(
+    every_execute_is_logged_and_flushed_on_shutdown,
+    |backend| async move {
+        let mut harness = Harness::start(backend, &[("LOG_FLUSH_INTERVAL_MS", "5000")]).await;
+        let id = harness.api.initialize_script("nodejs-logged", ADD).await;
+        let n_executes = 1000;
+        let api = harness.api.clone();
+        let batches = (0..n_executes).collect::<Vec<i64>>();
+        for chunk in batches.chunks(16) {
+            let replies = join_all(chunk.iter().map(|i| {
+                let api = api.clone();
+                let id = id.clone();
+                async move { api.execute(&id, json!({"a": i, "b": 1})).await }
+            }))
+            .await;
+            for reply in replies {
+                assert_eq!(reply.status, 200, "{reply:?}");
+            }
         }
+        // One failing execute gives an error_logs row too.
+        let failing = harness
+            .api
+            .initialize_script("nodejs-failing", "throw new Error('nope');")
+            .await;
+        assert_eq!(harness.api.execute(&failing, json!({})).await.status, 460);
+        // The flush interval is long: only a graceful shutdown writes these.
+        let status = harness.service.stop().await.expect("graceful stop");
+        assert!(status.success(), "exit status {status}");
+        assert_eq!(count_logs(backend, &harness, &id).await, (n_executes, 0));
+        assert_eq!(count_logs(backend, &harness, &failing).await, (1, 1));
     }
-    // One failing execute gives an error_logs row too.
-    let failing = harness.api.initialize_script("nodejs-failing", "throw new Error('nope');").await;
-    assert_eq!(harness.api.execute(&failing, json!({})).await.status, 460);
-    // The flush interval is long: only a graceful shutdown writes these.
-    let status = harness.service.stop().await.expect("graceful stop");
-    assert!(status.success(), "exit status {status}");
-    assert_eq!(count_logs(backend, &harness, &id).await, (n_executes, 0));
-    assert_eq!(count_logs(backend, &harness, &failing).await, (1, 1));
-});
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_sessions_and_migrate_together() {
     let database = TestDatabase::create().await.expect("database");
-    let options = ServiceOptions::postgres(database.url()).with_env("SESSION_CACHE_REVALIDATE_MS", "200");
+    let options =
+        ServiceOptions::postgres(database.url()).with_env("SESSION_CACHE_REVALIDATE_MS", "200");
     // Both start at the same moment on an empty database.
     let (first, second) = tokio::join!(
         TestService::start(binary(), options.clone()),
         TestService::start(binary(), options.clone())
     );
-    let (first, second) = (first.expect("first replica"), second.expect("second replica"));
+    let (first, second) = (
+        first.expect("first replica"),
+        second.expect("second replica"),
+    );
     let (api_a, api_b) = (Api::new(&first.base_url), Api::new(&second.base_url));
 
     let id = api_a.initialize_script("nodejs-shared", ADD).await;
-    assert_eq!(api_a.execute(&id, json!({"a": 1, "b": 1})).await.body["result"], 2);
+    assert_eq!(
+        api_a.execute(&id, json!({"a": 1, "b": 1})).await.body["result"],
+        2
+    );
     let reply = api_b.get(&format!("/api/v1/sessions/{id}")).await;
     assert_eq!(reply.status, 200, "read on the other replica: {reply:?}");
     assert_eq!(reply.body["language_title"], "nodejs-shared");
-    assert_eq!(api_b.execute(&id, json!({"a": 2, "b": 2})).await.body["result"], 4);
+    assert_eq!(
+        api_b.execute(&id, json!({"a": 2, "b": 2})).await.body["result"],
+        4
+    );
     let reply = api_b.delete(&format!("/api/v1/sessions/{id}")).await;
     assert_eq!(reply.status, 204, "delete on the other replica: {reply:?}");
     tokio::time::sleep(Duration::from_millis(400)).await;
     let reply = api_a.execute(&id, json!({"a": 1, "b": 1})).await;
-    assert_eq!(reply.status, 404, "deleted elsewhere, past the revalidation window: {reply:?}");
+    assert_eq!(
+        reply.status, 404,
+        "deleted elsewhere, past the revalidation window: {reply:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +168,9 @@ async fn a_database_outage_neither_crashes_nor_loses_logs() {
     let options = ServiceOptions::postgres(&proxied_url)
         .with_env("LOG_FLUSH_INTERVAL_MS", "100")
         .with_env("SESSION_CACHE_REVALIDATE_MS", "500");
-    let mut service = TestService::start(binary(), options).await.expect("service");
+    let mut service = TestService::start(binary(), options)
+        .await
+        .expect("service");
     let api = Api::new(&service.base_url);
     let id = api.initialize_script("nodejs-resilient", ADD).await;
     for i in 0..50 {
@@ -146,32 +179,53 @@ async fn a_database_outage_neither_crashes_nor_loses_logs() {
 
     proxy.set_up(false);
     let reply = api.get("/health").await;
-    assert_eq!(reply.status, 503, "health while the database is away: {reply:?}");
+    assert_eq!(
+        reply.status, 503,
+        "health while the database is away: {reply:?}"
+    );
     assert_ne!(reply.body["components"]["database"], "ok");
     let started = std::time::Instant::now();
     for i in 0..200 {
         let reply = api.execute(&id, json!({"a": i, "b": 1})).await;
-        assert_eq!(reply.status, 200, "execute #{i} during the outage: {reply:?}");
+        assert_eq!(
+            reply.status, 200,
+            "execute #{i} during the outage: {reply:?}"
+        );
     }
-    assert!(started.elapsed() < Duration::from_secs(20), "executes were held up: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "executes were held up: {:?}",
+        started.elapsed()
+    );
     // Something that needs the database answers with an error, not a hang or a crash.
-    let reply = api.initialize_script_reply("nodejs-during-outage", ADD).await;
+    let reply = api
+        .initialize_script_reply("nodejs-during-outage", ADD)
+        .await;
     assert_eq!(reply.status, 500, "{reply:?}");
 
     proxy.set_up(true);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while api.get("/health").await.status != 200 {
-        assert!(std::time::Instant::now() < deadline, "service did not see the database come back");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "service did not see the database come back"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(service.stop().await.expect("stop").success());
-    let mut connection = sqlx::PgConnection::connect(database.url()).await.expect("connect");
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM public.request_logs WHERE request_id = $1")
-        .bind(&id)
-        .fetch_one(&mut connection)
+    let mut connection = sqlx::PgConnection::connect(database.url())
         .await
-        .expect("count");
-    assert_eq!(rows, 250, "every execute logged once, none lost, none twice");
+        .expect("connect");
+    let rows: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM public.request_logs WHERE request_id = $1")
+            .bind(&id)
+            .fetch_one(&mut connection)
+            .await
+            .expect("count");
+    assert_eq!(
+        rows, 250,
+        "every execute logged once, none lost, none twice"
+    );
 }
 
 trait InitializeReply {
@@ -180,8 +234,12 @@ trait InitializeReply {
 
 impl InitializeReply for Api {
     async fn initialize_script_reply(&self, language_title: &str, script: &str) -> support::Reply {
-        self.post("/api/v1/initialize", &[("Language-Title", language_title)], &json!({"script_content": script}))
-            .await
+        self.post(
+            "/api/v1/initialize",
+            &[("Language-Title", language_title)],
+            &json!({"script_content": script}),
+        )
+        .await
     }
 }
 
@@ -193,14 +251,25 @@ async fn migrate_creates_the_schema_and_exits() {
         .env("DATABASE_URL", database.url())
         .output()
         .expect("run migrate");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let mut connection = sqlx::PgConnection::connect(database.url()).await.expect("connect");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut connection = sqlx::PgConnection::connect(database.url())
+        .await
+        .expect("connect");
     let functions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM meta.functions")
         .fetch_one(&mut connection)
         .await
         .expect("meta.functions exists");
     assert_eq!(functions, 3, "seeded functions");
-    for table in ["meta.scripts", "meta.sessions", "public.request_logs", "public.error_logs"] {
+    for table in [
+        "meta.scripts",
+        "meta.sessions",
+        "public.request_logs",
+        "public.error_logs",
+    ] {
         sqlx::query(&format!("SELECT 1 FROM {table} LIMIT 1"))
             .fetch_optional(&mut connection)
             .await

@@ -10,7 +10,11 @@ use serde_json::{json, Value};
 use support::{Api, Backend, Harness};
 
 async fn start() -> Harness {
-    Harness::start(Backend::Sqlite, &[("LM_SENTINEL_SECRET", "sentinel-8d1f0a")]).await
+    Harness::start(
+        Backend::Sqlite,
+        &[("LM_SENTINEL_SECRET", "sentinel-8d1f0a")],
+    )
+    .await
 }
 
 async fn run(api: &Api, language_title: &str, script: &str, params: Value) -> support::Reply {
@@ -38,25 +42,47 @@ async fn every_handler_style_works() {
     for (language_title, script, expected) in cases {
         let reply = run(api, language_title, script, add.clone()).await;
         assert_eq!(reply.status, 200, "{language_title}: {reply:?}");
-        assert_eq!(&reply.body["result"], expected, "{language_title}: {reply:?}");
+        assert_eq!(
+            &reply.body["result"], expected,
+            "{language_title}: {reply:?}"
+        );
         assert_eq!(reply.body["language_title"], *language_title);
     }
-    let reply = run(api, "nodejs-logs", "console.log('hello'); console.error('oops'); return 1;", json!({})).await;
+    let reply = run(
+        api,
+        "nodejs-logs",
+        "console.log('hello'); console.error('oops'); return 1;",
+        json!({}),
+    )
+    .await;
     let logs = reply.body["logs"].to_string();
     assert!(logs.contains("hello") && logs.contains("oops"), "{reply:?}");
 
     // The original README examples, verbatim.
-    let reply = run(api, "python-words", r#"result = len(params["text"].split())"#, json!({"text": "a b c d"})).await;
+    let reply = run(
+        api,
+        "python-words",
+        r#"result = len(params["text"].split())"#,
+        json!({"text": "a b c d"}),
+    )
+    .await;
     assert_eq!(reply.body["result"], 4, "{reply:?}");
-    let custom = "return { status: 'success', data: event.params, timestamp: new Date().toISOString() };";
+    let custom =
+        "return { status: 'success', data: event.params, timestamp: new Date().toISOString() };";
     let reply = run(api, "nodejs-custom", custom, json!({"x": 1})).await;
     assert_eq!(reply.body["result"]["status"], "success", "{reply:?}");
     assert_eq!(reply.body["result"]["data"], json!({"x": 1}));
-    assert!(reply.body["result"]["timestamp"].as_str().unwrap_or("").ends_with('Z'));
+    assert!(reply.body["result"]["timestamp"]
+        .as_str()
+        .unwrap_or("")
+        .ends_with('Z'));
 
     // The event carries context, request_id and language_title too.
     let id = api
-        .initialize("nodejs-event", json!({"script_content": "return event;", "context": {"user_id": "u-1"}}))
+        .initialize(
+            "nodejs-event",
+            json!({"script_content": "return event;", "context": {"user_id": "u-1"}}),
+        )
         .await;
     let reply = api.execute(&id, json!({"k": 1})).await;
     assert_eq!(reply.body["result"]["params"], json!({"k": 1}));
@@ -65,19 +91,51 @@ async fn every_handler_style_works() {
     assert_eq!(reply.body["result"]["language_title"], "nodejs-event");
 
     // Errors point into the user's script.
-    let reply = run(api, "python-raises", "x = 1\n\ndef handler(event):\n    raise ValueError('bad ' + str(x))\n", json!({})).await;
-    assert_eq!((reply.status, reply.code()), (460, "RUNTIME_ERROR"), "{reply:?}");
+    let reply = run(
+        api,
+        "python-raises",
+        "x = 1\n\ndef handler(event):\n    raise ValueError('bad ' + str(x))\n",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (460, "RUNTIME_ERROR"),
+        "{reply:?}"
+    );
     assert_eq!(reply.body["error"]["details"]["line"], 4, "{reply:?}");
-    assert!(reply.body["error"]["details"]["stack_trace"].as_str().unwrap_or("").contains("line 4"), "{reply:?}");
+    assert!(
+        reply.body["error"]["details"]["stack_trace"]
+            .as_str()
+            .unwrap_or("")
+            .contains("line 4"),
+        "{reply:?}"
+    );
     let reply = api
-        .post("/api/v1/initialize", &[("Language-Title", "python-syntax")], &json!({"script_content": "x = 1\ndef handler(event)\n    return 1\n"}))
+        .post(
+            "/api/v1/initialize",
+            &[("Language-Title", "python-syntax")],
+            &json!({"script_content": "x = 1\ndef handler(event)\n    return 1\n"}),
+        )
         .await;
-    assert_eq!((reply.status, reply.code()), (400, "INITIALIZATION_ERROR"), "{reply:?}");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, "INITIALIZATION_ERROR"),
+        "{reply:?}"
+    );
     assert_eq!(reply.body["error"]["details"]["line"], 2, "{reply:?}");
     let reply = api
-        .post("/api/v1/initialize", &[("Language-Title", "python-nohandler")], &json!({"script_content": "def helper():\n    return 1\n"}))
+        .post(
+            "/api/v1/initialize",
+            &[("Language-Title", "python-nohandler")],
+            &json!({"script_content": "def helper():\n    return 1\n"}),
+        )
         .await;
-    assert_eq!((reply.status, reply.code()), (400, "INITIALIZATION_ERROR"), "{reply:?}");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, "INITIALIZATION_ERROR"),
+        "{reply:?}"
+    );
 }
 
 /// A hostile script, what it may answer, and what its answer must not contain.
@@ -126,15 +184,32 @@ async fn check_hostile(api: &Api, language: &str, cases: &[Hostile]) {
     for (n, case) in cases.iter().enumerate() {
         let language_title = format!("{language}-hostile{n}");
         let id = api
-            .initialize(&language_title, json!({"script_content": case.script, "context": {"timeout_ms": 3000}}))
+            .initialize(
+                &language_title,
+                json!({"script_content": case.script, "context": {"timeout_ms": 3000}}),
+            )
             .await;
         let started = Instant::now();
         let reply = api.execute(&id, json!({})).await;
-        assert!(case.statuses.contains(&reply.status), "{language} {}: {reply:?}", case.name);
-        assert!(started.elapsed() < Duration::from_secs(20), "{language} {}: took {:?}", case.name, started.elapsed());
+        assert!(
+            case.statuses.contains(&reply.status),
+            "{language} {}: {reply:?}",
+            case.name
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{language} {}: took {:?}",
+            case.name,
+            started.elapsed()
+        );
         let text = reply.body.to_string();
         for forbidden in case.must_not_contain {
-            assert!(!text.contains(forbidden), "{language} {}: leaked {forbidden}: {}", case.name, &text[..text.len().min(500)]);
+            assert!(
+                !text.contains(forbidden),
+                "{language} {}: leaked {forbidden}: {}",
+                case.name,
+                &text[..text.len().min(500)]
+            );
         }
         let expected_code = match reply.status {
             460 => "RUNTIME_ERROR",
@@ -143,14 +218,27 @@ async fn check_hostile(api: &Api, language: &str, cases: &[Hostile]) {
             _ => "",
         };
         if reply.status == 507 {
-            assert_eq!(reply.code(), "RESOURCE_LIMIT_EXCEEDED", "{language} {}", case.name);
+            assert_eq!(
+                reply.code(),
+                "RESOURCE_LIMIT_EXCEEDED",
+                "{language} {}",
+                case.name
+            );
         } else if !expected_code.is_empty() {
             assert_eq!(reply.code(), expected_code, "{language} {}", case.name);
         }
         // The service and every other session carry on.
-        let script = if language == "nodejs" { "return 'fine';" } else { "result = 'fine'" };
+        let script = if language == "nodejs" {
+            "return 'fine';"
+        } else {
+            "result = 'fine'"
+        };
         let next = run(api, &format!("{language}-next{n}"), script, json!({})).await;
-        assert_eq!(next.body["result"], "fine", "{language} after {}: {next:?}", case.name);
+        assert_eq!(
+            next.body["result"], "fine",
+            "{language} after {}: {next:?}",
+            case.name
+        );
     }
 }
 
@@ -176,7 +264,10 @@ async fn hostile_python_scripts_are_contained() {
     check_hostile(&harness.api, "python", PYTHON_HOSTILE).await;
     let script = "import threading, time\ndef spin():\n    while True:\n        print('tick')\n        time.sleep(0.001)\nthreading.Thread(target=spin, daemon=True).start()\nresult = 'started'";
     let id = harness.api.initialize_script("python-thread", script).await;
-    assert_eq!(harness.api.execute(&id, json!({})).await.body["result"], "started");
+    assert_eq!(
+        harness.api.execute(&id, json!({})).await.body["result"],
+        "started"
+    );
     let reply = harness.api.execute(&id, json!({"x": 1})).await;
     assert_eq!(reply.status, 200, "{reply:?}");
 }
@@ -187,19 +278,40 @@ async fn sessions_never_see_each_others_state() {
     let api = &harness.api;
     let node = "globalThis.count = (globalThis.count || 0) + 1; const fs = require('fs'); const seen = fs.readdirSync('/tmp'); fs.writeFileSync('/tmp/' + event.params.me, 'x'); return { count: globalThis.count, seen };";
     let first = api.initialize_script("nodejs-tenant-a", node).await;
-    let second = api.initialize_script("nodejs-tenant-b", &format!("{node} // another script")).await;
-    assert_eq!(api.execute(&first, json!({"me": "a"})).await.body["result"]["count"], 1);
-    assert_eq!(api.execute(&first, json!({"me": "a2"})).await.body["result"]["count"], 2);
+    let second = api
+        .initialize_script("nodejs-tenant-b", &format!("{node} // another script"))
+        .await;
+    assert_eq!(
+        api.execute(&first, json!({"me": "a"})).await.body["result"]["count"],
+        1
+    );
+    assert_eq!(
+        api.execute(&first, json!({"me": "a2"})).await.body["result"]["count"],
+        2
+    );
     let reply = api.execute(&second, json!({"me": "b"})).await;
-    assert_eq!(reply.body["result"]["count"], 1, "globals leaked: {reply:?}");
-    assert_eq!(reply.body["result"]["seen"], json!([]), "/tmp leaked: {reply:?}");
+    assert_eq!(
+        reply.body["result"]["count"], 1,
+        "globals leaked: {reply:?}"
+    );
+    assert_eq!(
+        reply.body["result"]["seen"],
+        json!([]),
+        "/tmp leaked: {reply:?}"
+    );
 
     let python = "import os\ncount = globals().get('count', 0)\nseen = sorted(os.listdir('/tmp'))\nopen('/tmp/' + params['me'], 'w').write('x')\nresult = {'seen': seen}";
     let first = api.initialize_script("python-tenant-a", python).await;
-    let second = api.initialize_script("python-tenant-b", &format!("{python}\n# another script")).await;
+    let second = api
+        .initialize_script("python-tenant-b", &format!("{python}\n# another script"))
+        .await;
     api.execute(&first, json!({"me": "a"})).await;
     let reply = api.execute(&second, json!({"me": "b"})).await;
-    assert_eq!(reply.body["result"]["seen"], json!([]), "/tmp leaked: {reply:?}");
+    assert_eq!(
+        reply.body["result"]["seen"],
+        json!([]),
+        "/tmp leaked: {reply:?}"
+    );
 }
 
 /// Pids of the service's descendants whose command line mentions `needle`.
@@ -209,11 +321,18 @@ fn descendants_matching(root: u32, needle: &str) -> Vec<u32> {
     while let Some(parent) = frontier.pop() {
         // Children hang off whichever thread spawned them.
         let mut children = String::new();
-        for task in std::fs::read_dir(format!("/proc/{parent}/task")).into_iter().flatten().flatten() {
+        for task in std::fs::read_dir(format!("/proc/{parent}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             children += &std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
             children.push(' ');
         }
-        for child in children.split_whitespace().filter_map(|pid| pid.parse::<u32>().ok()) {
+        for child in children
+            .split_whitespace()
+            .filter_map(|pid| pid.parse::<u32>().ok())
+        {
             let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
             if String::from_utf8_lossy(&cmdline).contains(needle) {
                 found.push(child);
@@ -242,10 +361,16 @@ async fn a_worker_killed_from_outside_fails_its_request_then_recovers() {
             killed += 1;
         }
     }
-    assert!(killed > 0 && !before.is_empty(), "no node worker found to kill");
+    assert!(
+        killed > 0 && !before.is_empty(),
+        "no node worker found to kill"
+    );
     let started = Instant::now();
     let reply = pending.await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(10), "the request hung");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the request hung"
+    );
     assert!([500, 460].contains(&reply.status), "{reply:?}");
     assert!(!reply.code().is_empty(), "a clear error: {reply:?}");
     let reply = api.execute(&id, json!({})).await;
@@ -256,18 +381,38 @@ async fn a_worker_killed_from_outside_fails_its_request_then_recovers() {
 async fn the_first_execute_after_initialize_is_warm() {
     let harness = start().await;
     let api = &harness.api;
-    for (language_title, script) in [("nodejs-warm", "return event.params.a + event.params.b;"), ("python-warm", "result = params['a'] + params['b']")] {
+    for (language_title, script) in [
+        ("nodejs-warm", "return event.params.a + event.params.b;"),
+        ("python-warm", "result = params['a'] + params['b']"),
+    ] {
         let mut firsts = Vec::new();
         let mut warms = Vec::new();
         for n in 0..5 {
-            let id = api.initialize_script(&format!("{language_title}{n}"), &format!("{script} {}", if language_title.starts_with("nodejs") { format!("// {n}") } else { format!("# {n}") })).await;
+            let id = api
+                .initialize_script(
+                    &format!("{language_title}{n}"),
+                    &format!(
+                        "{script} {}",
+                        if language_title.starts_with("nodejs") {
+                            format!("// {n}")
+                        } else {
+                            format!("# {n}")
+                        }
+                    ),
+                )
+                .await;
             let started = Instant::now();
             let reply = api.execute(&id, json!({"a": 1, "b": 2})).await;
             firsts.push(started.elapsed());
             assert_eq!(reply.body["result"], 3, "{reply:?}");
             for i in 0..10 {
                 let started = Instant::now();
-                api.post(&format!("/api/v1/execute/{id}"), &[("X-Cache-Control", "no-cache")], &json!({"params": {"a": i, "b": 2}})).await;
+                api.post(
+                    &format!("/api/v1/execute/{id}"),
+                    &[("X-Cache-Control", "no-cache")],
+                    &json!({"params": {"a": i, "b": 2}}),
+                )
+                .await;
                 warms.push(started.elapsed());
             }
         }
@@ -277,6 +422,9 @@ async fn the_first_execute_after_initialize_is_warm() {
         eprintln!("{language_title}: first execute p50 {first:?}, warm execute p50 {warm:?}");
         // No process start on the request path: a cold start costs tens of
         // milliseconds; allow scheduling noise on a shared machine.
-        assert!(first <= warm * 2 + Duration::from_millis(15), "{language_title}: first {first:?} vs warm {warm:?}");
+        assert!(
+            first <= warm * 2 + Duration::from_millis(15),
+            "{language_title}: first {first:?} vs warm {warm:?}"
+        );
     }
 }

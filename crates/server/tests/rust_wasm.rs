@@ -39,17 +39,44 @@ async fn the_seeded_rust_validator_runs_unchanged() {
     let harness = Harness::start(Backend::Sqlite, &[]).await;
     let api = &harness.api;
     let health = api.get("/health").await;
-    assert_eq!(health.body["components"]["runtimes"]["rust"], "ok", "{health:?}");
+    assert_eq!(
+        health.body["components"]["runtimes"]["rust"], "ok",
+        "{health:?}"
+    );
     let id = api.initialize("rust-data_validator", json!({})).await;
-    let reply = api.execute(&id, json!({"data": {"age": 25}, "rules": ["required", "numeric"]})).await;
+    let reply = api
+        .execute(
+            &id,
+            json!({"data": {"age": 25}, "rules": ["required", "numeric"]}),
+        )
+        .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.body["result"], json!({"valid": true, "errors": []}));
-    let reply = api.execute(&id, json!({"data": {"age": "old"}, "rules": ["numeric", "shiny"]})).await;
-    assert_eq!(reply.body["result"], json!({"valid": false, "errors": ["Field age must be numeric", "Unknown rule: shiny"]}), "{reply:?}");
-    let reply = api.execute(&id, json!({"data": {}, "rules": ["required"]})).await;
-    assert_eq!(reply.body["result"], json!({"valid": false, "errors": ["Data is required"]}), "{reply:?}");
+    let reply = api
+        .execute(
+            &id,
+            json!({"data": {"age": "old"}, "rules": ["numeric", "shiny"]}),
+        )
+        .await;
+    assert_eq!(
+        reply.body["result"],
+        json!({"valid": false, "errors": ["Field age must be numeric", "Unknown rule: shiny"]}),
+        "{reply:?}"
+    );
+    let reply = api
+        .execute(&id, json!({"data": {}, "rules": ["required"]}))
+        .await;
+    assert_eq!(
+        reply.body["result"],
+        json!({"valid": false, "errors": ["Data is required"]}),
+        "{reply:?}"
+    );
     let reply = api.execute(&id, json!({"rules": ["required"]})).await;
-    assert_eq!((reply.status, reply.code()), (460, "RUNTIME_ERROR"), "Err(\"Missing data\"): {reply:?}");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (460, "RUNTIME_ERROR"),
+        "Err(\"Missing data\"): {reply:?}"
+    );
 
     let reply = api.get(&format!("/api/v1/sessions/{id}")).await;
     assert_eq!(reply.body["compile_status"], "success", "{reply:?}");
@@ -61,29 +88,67 @@ async fn rust_compile_errors_panics_and_the_other_handler_forms() {
     let api = &harness.api;
     let broken = "use serde_json::Value;\npub fn handler(event: Value) -> Result<Value, String> {\n    let x: u32 = \"text\";\n    Ok(event)\n}\n";
     let reply = api
-        .post("/api/v1/initialize", &[("Language-Title", "rust-broken")], &json!({"script_content": broken}))
+        .post(
+            "/api/v1/initialize",
+            &[("Language-Title", "rust-broken")],
+            &json!({"script_content": broken}),
+        )
         .await;
-    assert_eq!((reply.status, reply.code()), (400, "INITIALIZATION_ERROR"), "{reply:?}");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, "INITIALIZATION_ERROR"),
+        "{reply:?}"
+    );
     assert_eq!(reply.body["error"]["details"]["line"], 3, "{reply:?}");
-    assert!(reply.body["error"]["message"].as_str().unwrap_or("").contains("mismatched types"), "{reply:?}");
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("mismatched types"),
+        "{reply:?}"
+    );
 
     let value_form = "use serde_json::Value;\npub fn handler(event: Value) -> Result<Value, String> {\n    if event[\"params\"][\"panic\"] == true { panic!(\"asked to panic\"); }\n    Ok(event[\"params\"].clone())\n}\n";
     let id = api.initialize_script("rust-value", value_form).await;
-    assert_eq!(api.execute(&id, json!({"x": 1})).await.body["result"], json!({"x": 1}));
+    assert_eq!(
+        api.execute(&id, json!({"x": 1})).await.body["result"],
+        json!({"x": 1})
+    );
     let reply = api.execute(&id, json!({"panic": true})).await;
-    assert_eq!((reply.status, reply.code()), (460, "RUNTIME_ERROR"), "{reply:?}");
-    assert!(reply.body["error"]["message"].as_str().unwrap_or("").contains("asked to panic"), "{reply:?}");
-    assert_eq!(api.execute(&id, json!({"x": 2})).await.body["result"], json!({"x": 2}), "worker replaced after the panic");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (460, "RUNTIME_ERROR"),
+        "{reply:?}"
+    );
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("asked to panic"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        api.execute(&id, json!({"x": 2})).await.body["result"],
+        json!({"x": 2}),
+        "worker replaced after the panic"
+    );
 
     let text_form = "pub fn handle(event: &str) -> Result<String, String> {\n    Ok(format!(\"{{\\\"length\\\": {}}}\", event.len()))\n}\n";
     let id = api.initialize_script("rust-text", text_form).await;
     let reply = api.execute(&id, json!({})).await;
-    assert!(reply.body["result"]["length"].as_u64().unwrap_or(0) > 10, "{reply:?}");
+    assert!(
+        reply.body["result"]["length"].as_u64().unwrap_or(0) > 10,
+        "{reply:?}"
+    );
 
     let reply = api
         .post("/api/v1/initialize", &[("Language-Title", "rust-shadow")], &json!({"script_content": "pub fn handle(_e: &str) -> Result<String, String> { Ok(include_str!(\"/etc/shadow\").into()) }"}))
         .await;
-    assert_eq!((reply.status, reply.code()), (400, "INITIALIZATION_ERROR"), "the compiler must not read host files: {reply:?}");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, "INITIALIZATION_ERROR"),
+        "the compiler must not read host files: {reply:?}"
+    );
     assert!(!reply.body.to_string().contains("root:"));
 }
 
@@ -91,7 +156,9 @@ async fn rust_compile_errors_panics_and_the_other_handler_forms() {
 async fn compiled_artifacts_are_shared_by_replicas_and_survive_restarts() {
     let database = TestDatabase::create().await.expect("database");
     let options = ServiceOptions::postgres(database.url());
-    let mut first = TestService::start(binary(), options.clone()).await.expect("first replica");
+    let mut first = TestService::start(binary(), options.clone())
+        .await
+        .expect("first replica");
     let api = Api::new(&first.base_url);
     let script = format!("{RUST_ADD}// {}\n", uuid::Uuid::new_v4());
     let started = Instant::now();
@@ -99,30 +166,54 @@ async fn compiled_artifacts_are_shared_by_replicas_and_survive_restarts() {
         .initialize("rust-adder", json!({"script_content": script, "context": {"compile_options": {"optimization_level": "debug"}}}))
         .await;
     let cold = started.elapsed();
-    assert_eq!(api.execute(&id, json!({"a": 2, "b": 3})).await.body["result"], 5);
+    assert_eq!(
+        api.execute(&id, json!({"a": 2, "b": 3})).await.body["result"],
+        5
+    );
 
     // Another replica with its own empty DATA_DIR: the artifact comes from the database.
-    let second = TestService::start(binary(), options.clone()).await.expect("second replica");
+    let second = TestService::start(binary(), options.clone())
+        .await
+        .expect("second replica");
     let other = Api::new(&second.base_url);
     let started = Instant::now();
     let id2 = other
         .initialize("rust-adder", json!({"script_content": script, "context": {"compile_options": {"optimization_level": "debug"}}}))
         .await;
     let cached = started.elapsed();
-    eprintln!("rust initialize: cold compile {cold:?}, cached artifact on another replica {cached:?}");
-    assert!(cached * 10 <= cold, "cached initialize {cached:?} is not 10x faster than the compile {cold:?}");
-    assert_eq!(other.execute(&id2, json!({"a": 4, "b": 3})).await.body["result"], 7);
+    eprintln!(
+        "rust initialize: cold compile {cold:?}, cached artifact on another replica {cached:?}"
+    );
+    assert!(
+        cached * 10 <= cold,
+        "cached initialize {cached:?} is not 10x faster than the compile {cold:?}"
+    );
+    assert_eq!(
+        other.execute(&id2, json!({"a": 4, "b": 3})).await.body["result"],
+        7
+    );
 
     // Restart the first replica: its session runs without compiling again.
     first.stop().await.expect("stop");
-    let restarted = TestService::start(binary(), ServiceOptions { data_dir: Some(first.data_dir.clone()), ..options }).await.expect("restart");
+    let restarted = TestService::start(
+        binary(),
+        ServiceOptions {
+            data_dir: Some(first.data_dir.clone()),
+            ..options
+        },
+    )
+    .await
+    .expect("restart");
     let api = Api::new(&restarted.base_url);
     let started = Instant::now();
     let reply = api.execute(&id, json!({"a": 10, "b": 1})).await;
     let after_restart = started.elapsed();
     assert_eq!(reply.body["result"], 11, "{reply:?}");
     eprintln!("rust first execute after restart: {after_restart:?}");
-    assert!(after_restart * 5 <= cold, "execute after restart took {after_restart:?}, like a compile ({cold:?})");
+    assert!(
+        after_restart * 5 <= cold,
+        "execute after restart took {after_restart:?}, like a compile ({cold:?})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,21 +233,47 @@ async fn webassembly_modules_run_fresh_and_contained() {
     ];
     for (name, wat, status, code) in cases {
         let id = api
-            .initialize(&format!("wasm-{name}"), json!({"script_content": wat, "context": {"timeout_ms": 1000}}))
+            .initialize(
+                &format!("wasm-{name}"),
+                json!({"script_content": wat, "context": {"timeout_ms": 1000}}),
+            )
             .await;
         let reply = api.execute(&id, json!({})).await;
-        assert_eq!((reply.status, reply.code()), (status, code), "{name}: {reply:?}");
+        assert_eq!(
+            (reply.status, reply.code()),
+            (status, code),
+            "{name}: {reply:?}"
+        );
     }
     let reply = api
-        .post("/api/v1/initialize", &[("Language-Title", "wasm-invalid")], &json!({"script_content": "(module (func (export \"_start\") (i32.add)))"}))
+        .post(
+            "/api/v1/initialize",
+            &[("Language-Title", "wasm-invalid")],
+            &json!({"script_content": "(module (func (export \"_start\") (i32.add)))"}),
+        )
         .await;
-    assert_eq!((reply.status, reply.code()), (400, "INITIALIZATION_ERROR"), "{reply:?}");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, "INITIALIZATION_ERROR"),
+        "{reply:?}"
+    );
     let reply = api
-        .post("/api/v1/initialize", &[("Language-Title", "wasm-garbage")], &json!({"script_content": "bm90IGEgd2FzbSBtb2R1bGU="}))
+        .post(
+            "/api/v1/initialize",
+            &[("Language-Title", "wasm-garbage")],
+            &json!({"script_content": "bm90IGEgd2FzbSBtb2R1bGU="}),
+        )
         .await;
-    assert_eq!((reply.status, reply.code()), (400, "INITIALIZATION_ERROR"), "{reply:?}");
+    assert_eq!(
+        (reply.status, reply.code()),
+        (400, "INITIALIZATION_ERROR"),
+        "{reply:?}"
+    );
     // The service carries on.
-    assert_eq!(api.execute(&id, json!({"b": 2})).await.body["result"]["params"], json!({"b": 2}));
+    assert_eq!(
+        api.execute(&id, json!({"b": 2})).await.body["result"]["params"],
+        json!({"b": 2})
+    );
     let started = Instant::now();
     for i in 0..50 {
         assert_eq!(api.execute(&id, json!({"i": i})).await.status, 200);

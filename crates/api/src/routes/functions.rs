@@ -19,7 +19,8 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     query: Result<Query<FunctionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<FunctionList>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::invalid_request(rejection.body_text()))?;
+    let Query(query) =
+        query.map_err(|rejection| ApiError::invalid_request(rejection.body_text()))?;
     let kind = match query.kind.as_deref() {
         None => None,
         Some("predefined") => Some(FunctionKind::Predefined),
@@ -86,7 +87,10 @@ pub async fn register(
         .language_title
         .clone()
         .ok_or_else(|| ApiError::invalid_request("language_title is required"))?;
-    let function = state.registry.register(&caller, draft(body, language_title)).await?;
+    let function = state
+        .registry
+        .register(&caller, draft(body, language_title))
+        .await?;
     Ok((StatusCode::CREATED, Json(function.into())))
 }
 
@@ -110,7 +114,11 @@ pub async fn update(
     }
     let function = state
         .registry
-        .update(&caller, &language_title, draft(body, language_title.clone()))
+        .update(
+            &caller,
+            &language_title,
+            draft(body, language_title.clone()),
+        )
         .await?;
     Ok(Json(function.into()))
 }

@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use lambda_core::{CacheControl, Caller, ExecuteRequest, InitializeRequest};
 
-use crate::dto::{ExecuteBody, ExecuteResponse, InitializeBody, InitializeResponse, SessionResponse};
+use crate::dto::{
+    ExecuteBody, ExecuteResponse, InitializeBody, InitializeResponse, SessionResponse,
+};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, LanguageTitleHeader};
 use crate::gate::ExecuteLog;
@@ -45,13 +47,17 @@ pub async fn initialize(
         context: body.context,
         script_content: body.script_content,
     };
-    let initialized = state.sessions.initialize(&caller, request).await.map_err(|error| {
-        let error = ApiError::from(error);
-        match request_id {
-            Some(id) => error.with_request_id(id),
-            None => error,
-        }
-    })?;
+    let initialized = state
+        .sessions
+        .initialize(&caller, request)
+        .await
+        .map_err(|error| {
+            let error = ApiError::from(error);
+            match request_id {
+                Some(id) => error.with_request_id(id),
+                None => error,
+            }
+        })?;
     Ok(Json(InitializeResponse {
         request_id: initialized.request_id,
         status: "initialized",
@@ -83,7 +89,9 @@ pub async fn execute(
         Some(Ok(text)) => CacheControl::parse(text).ok_or_else(|| {
             ApiError::invalid_request("X-Cache-Control must be no-cache or max-age=<seconds>")
         }),
-        Some(Err(_)) => Err(ApiError::invalid_request("header X-Cache-Control is not valid text")),
+        Some(Err(_)) => Err(ApiError::invalid_request(
+            "header X-Cache-Control is not valid text",
+        )),
     };
     let mut log = ExecuteLog {
         session_id: request_id.clone(),

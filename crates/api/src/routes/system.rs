@@ -21,14 +21,22 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let database = match tokio::time::timeout(DATABASE_PING_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => "ok".to_string(),
         Ok(Err(error)) => format!("unreachable: {error}"),
-        Err(_) => format!("unreachable: no answer within {} s", DATABASE_PING_TIMEOUT.as_secs()),
+        Err(_) => format!(
+            "unreachable: no answer within {} s",
+            DATABASE_PING_TIMEOUT.as_secs()
+        ),
     };
     let database_ok = database == "ok";
     let runtimes: Map<String, Value> = state
         .runtimes
         .statuses()
         .into_iter()
-        .map(|(language, status)| (language.as_str().to_string(), Value::String(status.describe())))
+        .map(|(language, status)| {
+            (
+                language.as_str().to_string(),
+                Value::String(status.describe()),
+            )
+        })
         .collect();
     let body = HealthResponse {
         status: if database_ok { "ok" } else { "degraded" },
@@ -55,11 +63,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("lambda_log_queue_depth").set(state.sessions.batcher().queue_depth() as f64);
     match &state.metrics {
         Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             handle.render(),
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, "metrics are not enabled in this process").into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled in this process",
+        )
+            .into_response(),
     }
 }
 

@@ -42,7 +42,9 @@ impl Harness {
         for (name, value) in env {
             options = options.with_env(name, value);
         }
-        let service = TestService::start(binary(), options).await.expect("service starts");
+        let service = TestService::start(binary(), options)
+            .await
+            .expect("service starts");
         let api = Api::new(&service.base_url);
         Harness {
             service,
@@ -102,7 +104,9 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Reply {
-        let mut request = self.client.request(method, format!("{}{path}", self.base_url));
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base_url));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -110,7 +114,9 @@ impl Api {
             request = request.header(*name, *value);
         }
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         let response = request.send().await.expect("request sent");
         let status = response.status().as_u16();
@@ -119,13 +125,24 @@ impl Api {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        Reply { status, body, headers }
+        Reply {
+            status,
+            body,
+            headers,
+        }
     }
 
     pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
-        self.send(Method::POST, path, headers, Some(body.to_string().into_bytes())).await
+        self.send(
+            Method::POST,
+            path,
+            headers,
+            Some(body.to_string().into_bytes()),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -139,19 +156,31 @@ impl Api {
     /// Initializes a session and returns its id, panicking with the body on failure.
     pub async fn initialize(&self, language_title: &str, body: Value) -> String {
         let reply = self
-            .post("/api/v1/initialize", &[("Language-Title", language_title)], &body)
+            .post(
+                "/api/v1/initialize",
+                &[("Language-Title", language_title)],
+                &body,
+            )
             .await;
         assert_eq!(reply.status, 200, "initialize {language_title}: {reply:?}");
-        reply.body["request_id"].as_str().expect("request_id").to_string()
+        reply.body["request_id"]
+            .as_str()
+            .expect("request_id")
+            .to_string()
     }
 
     pub async fn initialize_script(&self, language_title: &str, script: &str) -> String {
-        self.initialize(language_title, json!({ "script_content": script })).await
+        self.initialize(language_title, json!({ "script_content": script }))
+            .await
     }
 
     pub async fn execute(&self, request_id: &str, params: Value) -> Reply {
-        self.post(&format!("/api/v1/execute/{request_id}"), &[], &json!({ "params": params }))
-            .await
+        self.post(
+            &format!("/api/v1/execute/{request_id}"),
+            &[],
+            &json!({ "params": params }),
+        )
+        .await
     }
 }
 

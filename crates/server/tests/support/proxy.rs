@@ -77,5 +77,8 @@ pub fn upstream_and_rewrite(url: &str, port: u16) -> (SocketAddr, String) {
     };
     let host = hostport.replace("localhost", "127.0.0.1");
     let upstream: SocketAddr = host.parse().expect("host:port of the test database");
-    (upstream, format!("{scheme}://{userinfo}127.0.0.1:{port}/{path}"))
+    (
+        upstream,
+        format!("{scheme}://{userinfo}127.0.0.1:{port}/{path}"),
+    )
 }
