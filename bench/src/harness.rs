@@ -211,6 +211,9 @@ pub struct FirstExecute {
     pub samples: usize,
     pub initialize_ms: Vec<f64>,
     pub first_execute_ms: Vec<f64>,
+    /// The execute right after the first one (shows what the first paid extra).
+    #[serde(default)]
+    pub second_execute_ms: Vec<f64>,
     pub errors: Vec<String>,
 }
 
@@ -879,6 +882,7 @@ impl Harness {
                 samples,
                 initialize_ms: Vec::new(),
                 first_execute_ms: Vec::new(),
+                second_execute_ms: Vec::new(),
                 errors: Vec::new(),
             };
             for index in 0..samples {
@@ -951,7 +955,7 @@ impl Harness {
         spec.warmup_ms = 0;
         spec.duration_ms = 300_000;
         let create = match self
-            .load("10k sessions: create", &title, language, spec)
+            .load(&format!("{} sessions: create", self.plan.n_sessions), &title, language, spec)
             .await
         {
             Ok(row) => row,
@@ -991,7 +995,7 @@ impl Harness {
         spec.pick = Pick::Random;
         spec.expect_body_contains = Some(ADD_EXPECT.into());
         let execute = self
-            .load("10k sessions: execute subset", &title, language, spec)
+            .load(&format!("{} sessions: execute subset", self.plan.n_sessions), &title, language, spec)
             .await;
         let execute = match execute {
             Ok(row) => {

@@ -13,6 +13,9 @@ use crate::harness::{LoadRow, Measurements, Plan};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Selects the rows of one section of the markdown report.
+type RowFilter = fn(&LoadRow) -> bool;
+
 /// One target of issue 6 and whether this run met it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetCheck {
@@ -463,13 +466,13 @@ impl Report {
                 verdict(check.pass)
             );
         }
-        let sections: [(&str, fn(&LoadRow) -> bool); 4] = [
+        let sections: [(&str, RowFilter); 4] = [
             ("Warm execute", |row| {
                 row.scenario.starts_with("warm execute")
             }),
             ("Initialize", |row| row.scenario == "initialize"),
             ("10,000 sessions and keep-alive connections", |row| {
-                row.scenario.starts_with("10k") || row.scenario.starts_with("keep-alive")
+                row.scenario.contains(" sessions: ") || row.scenario.starts_with("keep-alive")
             }),
             ("Soak (whole run)", |row| row.scenario == "soak"),
         ];

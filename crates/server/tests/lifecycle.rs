@@ -312,3 +312,39 @@ async fn invalid_configuration_stops_start_up_naming_the_variable() {
         assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_sessions_are_deleted_in_the_background() {
+    let database = TestDatabase::create().await.expect("database");
+    let options = ServiceOptions::postgres(database.url())
+        .with_env("SESSION_EXPIRY_SECONDS", "1")
+        .with_env("SESSION_CLEANUP_INTERVAL_SECONDS", "1");
+    let service = TestService::start(binary(), options)
+        .await
+        .expect("service");
+    let api = Api::new(&service.base_url);
+    let id = api.initialize_script("nodejs-ephemeral", ADD).await;
+    let mut connection = sqlx::PgConnection::connect(database.url())
+        .await
+        .expect("connect");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen_stored = false;
+    loop {
+        let rows: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM meta.sessions WHERE request_id = $1")
+                .bind(&id)
+                .fetch_one(&mut connection)
+                .await
+                .expect("count");
+        if rows == 0 {
+            break;
+        }
+        seen_stored = true;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired session still stored"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen_stored, "the session was never stored");
+}
