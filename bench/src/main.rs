@@ -72,6 +72,13 @@ enum Command {
         #[arg(long)]
         bind: std::net::SocketAddr,
     },
+    /// Prints an HS256 token with every scope (for profiling by hand).
+    #[command(hide = true)]
+    Token {
+        /// The service's JWT_SECRET.
+        #[arg(long, env = "JWT_SECRET")]
+        secret: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +86,15 @@ fn main() -> ExitCode {
     let outcome = match &cli.command {
         Some(Command::Loadgen { spec }) => loadgen::main(spec).map(|()| true),
         Some(Command::Baseline { bind }) => baseline::main(*bind).map(|()| true),
+        Some(Command::Token { secret }) => lambda_access::testing::mint_hs256(
+            secret,
+            "bench-user",
+            "execute:all read:functions write:functions",
+            std::time::Duration::from_secs(24 * 3600),
+        )
+        .map(|token| println!("{token}"))
+        .map(|()| true)
+        .map_err(anyhow::Error::from),
         None => run_harness(&cli),
     };
     match outcome {

@@ -397,7 +397,7 @@ function deliverResponse(json) {
 // worker's own functions (about 1-3 ms). Running that path a few times with
 // a stand-in handler before reporting ready, with output discarded, makes
 // the first real execute as fast as the following ones.
-function warmUp() {
+function warmUp(rounds) {
   const savedHandler = handler;
   const savedStyle = style;
   // One stand-in per handler shape a script can have (plain, async, a
@@ -416,7 +416,7 @@ function warmUp() {
     }],
   ];
   let chain = Promise.resolve();
-  for (let n = 0; n < 20; n++) {
+  for (let n = 0; n < rounds; n++) {
     chain = chain.then(
       () =>
         new Promise((resolve) => {
@@ -464,14 +464,7 @@ function dispatch(payload) {
         send(initError('this worker already holds a script', null));
         return;
       }
-      {
-        const reply = load(msg);
-        if (reply.type !== 'loaded') {
-          send(reply);
-          return;
-        }
-        send(reply);
-      }
+      send(load(msg));
       return;
     case 'execute':
       if (handler === null) {
@@ -515,7 +508,7 @@ function main() {
   // Warm up while blank, long before any request: the background work it
   // leaves (tier-up compilation, GC) is done by the time a script arrives.
   const ready = () => send({ type: 'ready', protocol: PROTOCOL, runtime: 'node ' + process.version });
-  warmUp().then(ready, ready);
+  warmUp(20).then(ready, ready);
 }
 
 main();

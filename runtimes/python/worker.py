@@ -140,11 +140,28 @@ class Request:
             self.add_line(pending)
 
 
+class BinaryCapture:
+    """`sys.stdout.buffer`: bytes written there are logs too."""
+
+    def __init__(self, text):
+        self._text = text
+
+    def write(self, data):
+        self._text.write(bytes(data).decode("utf-8", "replace"))
+        return len(data)
+
+    def flush(self):
+        pass
+
+
 class Capture:
     """sys.stdout / sys.stderr replacement: text goes to the request's logs."""
 
     encoding = "utf-8"
     errors = "replace"
+
+    def __init__(self):
+        self.buffer = BinaryCapture(self)
 
     def write(self, text):
         if not isinstance(text, str):
