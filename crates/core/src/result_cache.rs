@@ -96,6 +96,11 @@ impl ResultCache {
         }
     }
 
+    /// Whether a request with this cache control reads or writes the cache.
+    pub fn enabled_for(&self, control: CacheControl) -> bool {
+        self.ttl_for(control).is_some()
+    }
+
     fn ttl_for(&self, control: CacheControl) -> Option<Duration> {
         if self.default_ttl.is_zero() {
             return None; // RESULT_CACHE_TTL_SECONDS=0 turns the cache off entirely.
@@ -127,11 +132,6 @@ impl ResultCache {
         }
         metrics::counter!("lambda_result_cache_misses_total").increment(1);
         None
-    }
-
-    /// Records a miss without a lookup (for bypassed requests).
-    pub fn note_miss(&self) {
-        metrics::counter!("lambda_result_cache_misses_total").increment(1);
     }
 
     pub fn put(&self, key: CacheKey, result: &Value, control: CacheControl) {

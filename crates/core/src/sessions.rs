@@ -525,13 +525,19 @@ impl Sessions {
         if let Some(validator) = &session.params_validator {
             scripts::validate_params(validator, &params)?;
         }
-        let cache_key = CacheKey::new(
-            session.user_id.as_deref(),
-            &session.script.hash,
-            &params,
-            &session.context,
-        );
-        if let Some(result) = self.results.get(&cache_key, request.cache) {
+        // Hashing params and context costs; skip it when nothing is cached.
+        let cache_key = self.results.enabled_for(request.cache).then(|| {
+            CacheKey::new(
+                session.user_id.as_deref(),
+                &session.script.hash,
+                &params,
+                &session.context,
+            )
+        });
+        if let Some(result) = cache_key
+            .as_ref()
+            .and_then(|key| self.results.get(key, request.cache))
+        {
             self.count_execution(&session, now).await?;
             return Ok(ExecuteOutcome {
                 request_id: session.request_id.clone(),
@@ -571,7 +577,9 @@ impl Sessions {
         // An execution that ran counts, whatever its outcome.
         self.count_execution(&session, now).await?;
         let Output { result, logs } = outcome?;
-        self.results.put(cache_key, &result, request.cache);
+        if let Some(key) = cache_key {
+            self.results.put(key, &result, request.cache);
+        }
         Ok(ExecuteOutcome {
             request_id: session.request_id.clone(),
             language_title: session.language_title.clone(),
