@@ -196,6 +196,16 @@ pub struct LoadRow {
     pub cpu_cores: f64,
     /// Its workers' CPU (live descendants), in cores.
     pub worker_cpu_cores: f64,
+    /// PostgreSQL's CPU (every `postgres` process), in cores.
+    #[serde(default)]
+    pub postgres_cpu_cores: f64,
+    /// The load generator's CPU, in cores.
+    #[serde(default)]
+    pub loadgen_cpu_cores: f64,
+    /// The whole machine's busy CPU, in cores (includes everything else
+    /// running on it).
+    #[serde(default)]
+    pub machine_cpu_cores: f64,
     pub peak_rss_bytes: u64,
     pub peak_worker_rss_bytes: u64,
     pub peak_workers: usize,
@@ -355,6 +365,15 @@ impl Harness {
         };
         harness.wait_ready().await?;
         Ok(harness)
+    }
+
+    /// The connection count the targets are stated at (32 in full mode).
+    pub fn middle_level(&self) -> usize {
+        self.plan
+            .levels
+            .get(self.plan.levels.len() / 2)
+            .copied()
+            .unwrap_or(1)
     }
 
     fn url(&self, path: &str) -> String {
@@ -638,6 +657,8 @@ impl Harness {
         procfs::reset_peak_rss(target);
         let cpu_before = procfs::cpu_seconds(target).unwrap_or(0.0);
         let workers_before = procfs::sample_descendants(target);
+        let postgres_before = procfs::cpu_seconds_of_command("postgres");
+        let (machine_busy_before, _) = procfs::machine_cpu_seconds();
         let wall_started = Instant::now();
         let measure_from = Duration::from_millis(spec.warmup_ms);
 
@@ -697,9 +718,12 @@ impl Harness {
             .max(0.001);
         let cpu_after = procfs::cpu_seconds(target).unwrap_or(cpu_before);
         let workers_after = procfs::sample_descendants(target);
+        let postgres_after = procfs::cpu_seconds_of_command("postgres");
+        let (machine_busy_after, _) = procfs::machine_cpu_seconds();
         let (peak_worker_rss, peak_workers, timeline) =
             peaks.lock().map(|p| p.clone()).unwrap_or_default();
         let _ = measure_from;
+        let loadgen_cpu_cores = load.cpu_seconds / wall;
         let row = LoadRow {
             scenario: scenario.into(),
             subject: subject.into(),
@@ -711,6 +735,9 @@ impl Harness {
                 - workers_before.descendants_cpu_seconds)
                 / wall)
                 .max(0.0),
+            postgres_cpu_cores: ((postgres_after - postgres_before) / wall).max(0.0),
+            loadgen_cpu_cores,
+            machine_cpu_cores: ((machine_busy_after - machine_busy_before) / wall).max(0.0),
             peak_rss_bytes: procfs::peak_rss_bytes(target).unwrap_or(0),
             peak_worker_rss_bytes: peak_worker_rss,
             peak_workers,
@@ -763,9 +790,8 @@ impl Harness {
 
     /// Warm execute: the baseline, the trivial handler per language and
     /// the seeded functions, at every connection level.
-    pub async fn warm_execute(&mut self) {
-        let levels = self.plan.levels.clone();
-        for &connections in &levels {
+    pub async fn warm_execute(&mut self, levels: &[usize]) {
+        for &connections in levels {
             let baseline = RequestTemplate {
                 method: "POST".into(),
                 path: "/api/v1/execute/baseline".into(),
@@ -793,8 +819,11 @@ impl Harness {
                     .await;
             }
         }
-        // The seeded functions at the middle level (32 in full mode).
-        let level = levels.get(levels.len() / 2).copied().unwrap_or(1);
+    }
+
+    /// The seeded functions at the middle level (32 in full mode).
+    pub async fn warm_execute_seeded(&mut self) {
+        let level = self.middle_level();
         let seeded = self.measurements.runtimes.seeded.clone();
         for (function, body, expect) in SEEDED {
             let Some(session) = seeded.get(function) else {

@@ -136,6 +136,9 @@ pub struct LoadResult {
     pub latency: Latency,
     pub windows: Vec<Window>,
     pub idle: Option<IdleReport>,
+    /// The load generator's own CPU time (user + system), seconds.
+    #[serde(default)]
+    pub cpu_seconds: f64,
 }
 
 struct Shared {
@@ -544,7 +547,21 @@ pub async fn run(spec: LoadSpec) -> anyhow::Result<LoadResult> {
         idle_report.alive_at_end = check_idle(spec.addr, idle).await;
         result.idle = Some(idle_report);
     }
+    result.cpu_seconds = own_cpu_seconds();
     Ok(result)
+}
+
+fn own_cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return 0.0;
+        }
+        usage.assume_init()
+    };
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// The `loadgen` subcommand: spec file in, result JSON on stdout.

@@ -72,6 +72,12 @@ enum Command {
         #[arg(long)]
         bind: std::net::SocketAddr,
     },
+    /// Renders a results JSON file again as markdown and PNG, beside it.
+    #[command(hide = true)]
+    Render {
+        #[arg(long)]
+        json: PathBuf,
+    },
     /// Prints an HS256 token with every scope (for profiling by hand).
     #[command(hide = true)]
     Token {
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
     let outcome = match &cli.command {
         Some(Command::Loadgen { spec }) => loadgen::main(spec).map(|()| true),
         Some(Command::Baseline { bind }) => baseline::main(*bind).map(|()| true),
+        Some(Command::Render { json }) => render(json).map(|()| true),
         Some(Command::Token { secret }) => lambda_access::testing::mint_hs256(
             secret,
             "bench-user",
@@ -105,6 +112,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn render(json: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("cannot read {}", json.display()))?;
+    let report: report::Report = serde_json::from_str(&text).context("not a results file")?;
+    let dir = json.parent().unwrap_or(Path::new("."));
+    let stem = json
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .context("the results file has no name")?;
+    for file in report.write(dir, stem)? {
+        eprintln!("lambda-bench: wrote {}", file.display());
+    }
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {
@@ -199,7 +221,9 @@ fn run_harness(cli: &Cli) -> anyhow::Result<bool> {
         plan.soak_ms = seconds.clamp(1, 3600) * 1000;
     }
     let service_bin = locate_service(cli.service_bin.as_deref())?;
-    warn_if_stale(&service_bin);
+    if cli.service_bin.is_none() {
+        warn_if_stale(&service_bin);
+    }
     let out_dir = cli
         .out_dir
         .clone()
@@ -312,18 +336,28 @@ async fn run_scenarios(
         let scenarios = async {
             eprintln!("lambda-bench: setting up sessions");
             harness.setup_sessions().await;
+            // Up to the middle level first; the highest level (256) runs
+            // near the end, because it grows every worker pool to its cap
+            // and the service's open descriptors with it.
+            let levels = harness.plan.levels.clone();
+            let (low, high) = levels.split_at(levels.len().div_ceil(2));
             eprintln!("lambda-bench: warm execute");
-            harness.warm_execute().await;
+            harness.warm_execute(low).await;
+            harness.warm_execute_seeded().await;
             eprintln!("lambda-bench: initialize");
             harness.initialize_latency().await;
             eprintln!("lambda-bench: initialize → first execute");
             harness.first_execute().await;
             eprintln!("lambda-bench: many sessions");
             harness.many_sessions().await;
-            eprintln!("lambda-bench: keep-alive connections");
-            harness.keep_alive().await;
             eprintln!("lambda-bench: soak");
             harness.soak().await;
+            if !high.is_empty() {
+                eprintln!("lambda-bench: warm execute, high connection counts");
+                harness.warm_execute(high).await;
+            }
+            eprintln!("lambda-bench: keep-alive connections");
+            harness.keep_alive().await;
         };
         tokio::select! {
             () = scenarios => false,

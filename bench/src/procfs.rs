@@ -129,3 +129,47 @@ pub fn sample_descendants(root: u32) -> TreeSample {
     }
     sample
 }
+
+/// Total CPU seconds of every process whose command name is `comm`
+/// (e.g. "postgres": the database serving the request logs).
+pub fn cpu_seconds_of_command(comm: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let matches = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|name| name.trim_end() == comm);
+        if matches {
+            total += cpu_seconds(pid).unwrap_or(0.0);
+        }
+    }
+    total
+}
+
+/// Busy and total CPU time of the whole machine, seconds (from /proc/stat).
+pub fn machine_cpu_seconds() -> (f64, f64) {
+    let Ok(text) = std::fs::read_to_string("/proc/stat") else {
+        return (0.0, 0.0);
+    };
+    let Some(line) = text.lines().next() else {
+        return (0.0, 0.0);
+    };
+    let values: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|value| value.parse().ok())
+        .collect();
+    let total: f64 = values.iter().take(8).sum();
+    // idle (3) and iowait (4) are not busy.
+    let idle = values.get(3).copied().unwrap_or(0.0) + values.get(4).copied().unwrap_or(0.0);
+    let ticks = clock_ticks_per_second();
+    ((total - idle) / ticks, total / ticks)
+}

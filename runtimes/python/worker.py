@@ -416,25 +416,31 @@ def finish(req, response, deliver):
     deliver(json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
-def warm_up():
-    """Runs the execute path a few times with a stand-in handler (output
-    discarded) before the worker reports ready, so the first real execute
-    does not pay for first-use costs."""
-    global handler, style
-    saved = handler, style
+def warm_up(rounds=5):
+    """Runs the execute path a few times with stand-in handlers (output
+    discarded, never the user's code), so the first real execute does not
+    pay for first-use costs: before `ready`, and again after a load, whose
+    parsing and compiling leave the interpreter's caches cold."""
+    global handler, style, toplevel_code
+    saved = handler, style, toplevel_code
 
     def stand_in(event):
         print("warm", event["params"]["n"])
         return {"n": event["params"]["n"], "s": "x"}
 
-    handler, style = stand_in, "handler"
+    stand_ins = [
+        (stand_in, "handler", None),
+        (lambda params: params["n"], "handle", None),
+        (None, "toplevel", compile("result = params['n']", "<warm-up>", "exec")),
+    ]
     try:
-        for n in range(5):
+        for n in range(rounds):
+            handler, style, toplevel_code = stand_ins[n % len(stand_ins)]
             payload = json.dumps({"type": "execute", "max_log_bytes": 1024, "max_result_bytes": 1024,
                                   "event": {"params": {"n": n}}}).encode()
             execute(json.loads(payload), lambda _data: None)
     finally:
-        handler, style = saved
+        handler, style, toplevel_code = saved
 
 
 # Inside the sandbox the worker is alone in its pid namespace: after a
@@ -458,7 +464,7 @@ def main():
     sys.stdout = Capture()
     sys.stderr = Capture()
     # Warm up while blank, long before any request arrives.
-    warm_up()
+    warm_up(6)
     send({"type": "ready", "protocol": PROTOCOL, "runtime": "python " + sys.version.split()[0]})
     while True:
         payload = read_frame()
@@ -474,7 +480,10 @@ def main():
             if style is not None:
                 send(init_error("this worker already holds a script"))
             else:
-                send(load(msg))
+                reply = load(msg)
+                if reply.get("type") == "loaded":
+                    warm_up()
+                send(reply)
         elif kind == "execute":
             if style is None:
                 send({"type": "error", "kind": "script", "message": "no script loaded", "line": None, "column": None, "stack": None})

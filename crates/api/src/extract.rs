@@ -1,9 +1,8 @@
 //! Request extractors whose rejections speak the API's error format.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -39,29 +38,15 @@ where
     }
 }
 
-/// An optional header as text; a value that is not visible ASCII is 400.
-pub fn header_text(parts: &Parts, name: &str) -> Result<Option<String>, ApiError> {
-    match parts.headers.get(name) {
-        None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .map(|text| Some(text.to_string()))
-            .map_err(|_| ApiError::invalid_request(format!("header {name} is not valid text"))),
-    }
-}
-
-/// The `Language-Title` header, required.
-pub struct LanguageTitleHeader(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for LanguageTitleHeader {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        match header_text(parts, "language-title")? {
-            Some(value) if !value.trim().is_empty() => Ok(LanguageTitleHeader(value)),
-            _ => Err(ApiError::invalid_request(
-                "the Language-Title header is required, e.g. Language-Title: nodejs-calculator",
-            )),
-        }
+/// The required `Language-Title` header.
+pub fn language_title_header(headers: &HeaderMap) -> Result<String, ApiError> {
+    match headers.get("language-title").map(|value| value.to_str()) {
+        Some(Ok(value)) if !value.trim().is_empty() => Ok(value.to_string()),
+        Some(Err(_)) => Err(ApiError::invalid_request(
+            "header Language-Title is not valid text",
+        )),
+        _ => Err(ApiError::invalid_request(
+            "the Language-Title header is required, e.g. Language-Title: nodejs-calculator",
+        )),
     }
 }

@@ -114,7 +114,10 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
 
     let mut subject = None;
     let response = match principal {
-        Err(error) => error.into_response(),
+        Err(error) => {
+            drain_small_body(request).await;
+            error.into_response()
+        }
         Ok(principal) => {
             subject = (!principal.is_anonymous()).then(|| principal.subject.clone());
             let class = route_class(&method, &route);
@@ -133,6 +136,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
                 }
                 response
             } else {
+                drain_small_body(request).await;
                 let retry_after = decision
                     .retry_after
                     .map(|wait| wait.as_secs().max(1))
@@ -153,6 +157,15 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         gate.batcher.log_request(log).await;
     }
     response
+}
+
+/// Reads (and drops) a refused request's body when it is small, so the
+/// client's keep-alive connection stays usable: a connection whose request
+/// body was left unread is closed, and a client that already reused it sees
+/// a transport error instead of our answer.
+async fn drain_small_body(request: Request) {
+    const DRAIN_LIMIT: usize = 64 * 1024;
+    let _ = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT).await;
 }
 
 /// Every execute and every error becomes a request log row.

@@ -28,7 +28,8 @@ pub struct RuntimeConfig {
     /// and on every spawn. Default false.
     pub allow_insecure_no_sandbox: bool,
     /// Where the embedded worker programs are written at start (one
-    /// sub-directory per language, bound read-only into the sandbox).
+    /// sub-directory per language); the sandbox gets a read-only copy at
+    /// `sandbox::WORKER_DIR`, never this path.
     /// Default `$TMPDIR/lambda-runtime-<pid>`.
     pub work_dir: PathBuf,
     /// The `node` binary (a bare name is looked up in PATH). Default "node".

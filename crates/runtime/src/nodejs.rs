@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::RuntimeConfig;
-use crate::pool::{self, PoolSettings, PooledRuntime, WorkerLimits, WorkerPool, WorkerProgram};
-use crate::sandbox::{self, Rlimits, SandboxSpec};
+use crate::pool::{self, PooledRuntime, WorkerLimits, WorkerProgram};
+use crate::sandbox::{self, Rlimits, SandboxFile, SandboxSpec, WorkerBounds};
 use crate::{Language, LanguageRuntime, LimitKind, RuntimeError, Script};
 
 /// The worker program, embedded so the binary is self-contained.
@@ -23,11 +23,9 @@ const ADDRESS_SPACE_HEADROOM: u64 = 1024 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct NodeProgram {
     node: PathBuf,
-    worker_dir: PathBuf,
+    worker: SandboxFile,
     extra_binds: Vec<PathBuf>,
-    tmp_size_bytes: u64,
-    max_open_files: u64,
-    cpu_seconds: u64,
+    bounds: WorkerBounds,
 }
 
 impl NodeProgram {
@@ -36,8 +34,7 @@ impl NodeProgram {
     pub fn from_config(config: &RuntimeConfig) -> Result<Self, String> {
         let node = sandbox::resolve_program(&config.node_path)
             .ok_or_else(|| format!("node ({}) is not installed", config.node_path.display()))?;
-        let worker_dir =
-            pool::install_worker_program(config, "nodejs", "worker.js", WORKER_SOURCE)?;
+        let worker = pool::install_worker_program(config, "nodejs", "worker.js", WORKER_SOURCE)?;
         // node outside /usr (nvm, /opt/node) needs its install prefix bound.
         let mut extra_binds = Vec::new();
         if !node.starts_with("/usr") {
@@ -47,11 +44,9 @@ impl NodeProgram {
         }
         Ok(NodeProgram {
             node,
-            worker_dir,
+            worker,
             extra_binds,
-            tmp_size_bytes: config.tmp_size_bytes,
-            max_open_files: config.max_open_files,
-            cpu_seconds: config.cpu_seconds_per_worker,
+            bounds: WorkerBounds::from_config(config),
         })
     }
 }
@@ -71,33 +66,23 @@ impl WorkerProgram for NodeProgram {
         _script: Option<&Script>,
     ) -> Result<SandboxSpec, RuntimeError> {
         let heap_mib = (limits.memory_bytes / (1024 * 1024)).max(16);
-        let mut ro_binds = self.extra_binds.clone();
-        ro_binds.push(self.worker_dir.clone());
+        let mut env = sandbox::interpreter_env();
+        env.push(("NODE_ENV".into(), "production".into()));
         Ok(SandboxSpec {
-            program: self.node.clone(),
             args: vec![
                 format!("--max-old-space-size={heap_mib}").into(),
-                self.worker_dir.join("worker.js").into_os_string(),
+                self.worker.path.clone().into_os_string(),
             ],
-            ro_binds,
-            env: vec![
-                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-                ("HOME".into(), "/tmp".into()),
-                ("TMPDIR".into(), "/tmp".into()),
-                ("LANG".into(), "C.UTF-8".into()),
-                ("NODE_ENV".into(), "production".into()),
-            ],
-            rlimits: Rlimits {
-                address_space_bytes: Some(
-                    limits.memory_bytes.saturating_add(ADDRESS_SPACE_HEADROOM),
-                ),
-                data_bytes: None,
-                processes: Some(u64::from(limits.max_processes)),
-                file_size_bytes: Some(self.tmp_size_bytes),
-                open_files: Some(self.max_open_files),
-                cpu_seconds: Some(self.cpu_seconds),
-            },
-            tmp_size_bytes: self.tmp_size_bytes,
+            ro_binds: self.extra_binds.clone(),
+            files: vec![self.worker.clone()],
+            seccomp: true,
+            env,
+            rlimits: Rlimits::worker(
+                &self.bounds,
+                limits.memory_bytes.saturating_add(ADDRESS_SPACE_HEADROOM),
+                limits.max_processes,
+            ),
+            ..SandboxSpec::new(self.node.clone(), self.bounds.tmp_size_bytes)
         })
     }
 
@@ -108,6 +93,10 @@ impl WorkerProgram for NodeProgram {
             || diagnostics.contains("Fatal process OOM");
         out_of_memory.then_some(LimitKind::Memory)
     }
+
+    fn exit_calls(&self) -> Option<&'static str> {
+        Some("process.exit")
+    }
 }
 
 /// The Node.js runtime as core sees it.
@@ -117,13 +106,5 @@ pub fn runtime(config: &RuntimeConfig) -> Arc<dyn LanguageRuntime> {
 
 /// Same as [`runtime`], keeping the concrete type (tests use its pool).
 pub fn pooled_runtime(config: &RuntimeConfig) -> Arc<PooledRuntime> {
-    let pool = pool::sandbox_mode(config).and_then(|mode| {
-        let program = NodeProgram::from_config(config)?;
-        Ok(WorkerPool::new(
-            Arc::new(program),
-            mode,
-            PoolSettings::from(config),
-        ))
-    });
-    Arc::new(PooledRuntime::new(Language::Nodejs, pool))
+    pool::pooled_runtime(config, Language::Nodejs, NodeProgram::from_config)
 }

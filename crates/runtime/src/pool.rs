@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 
 use crate::config::RuntimeConfig;
 use crate::frame::{self, ErrorKind, FrameError, Response};
-use crate::sandbox::{self, SandboxMode, SandboxSpec, WorkerIdentity};
+use crate::sandbox::{self, SandboxFile, SandboxMode, SandboxSpec, WorkerIdentity};
 use crate::{
     Language, LanguageRuntime, LimitKind, Limits, Output, Prepared, RuntimeError, RuntimeStatus,
     Script, SourceLocation,
@@ -82,6 +82,13 @@ pub trait WorkerProgram: Send + Sync + 'static {
     /// Recognizes a limit from the tail of a dead worker's stdout/stderr
     /// (e.g. V8's "heap out of memory").
     fn crash_kind(&self, _diagnostics: &str) -> Option<LimitKind> {
+        None
+    }
+
+    /// How a script of this language exits its worker on purpose (e.g.
+    /// `process.exit`), named when a worker exits mid-request so the user
+    /// recognizes their own call; `None` says only the exit status.
+    fn exit_calls(&self) -> Option<&'static str> {
         None
     }
 }
@@ -231,7 +238,7 @@ impl Worker {
             );
         }
         let how = match status {
-            Ok(Ok(status)) => describe_exit(status),
+            Ok(Ok(status)) => describe_exit(status, program.exit_calls()),
             _ => "stopped answering".to_string(),
         };
         (
@@ -246,14 +253,17 @@ impl Worker {
     }
 }
 
-fn describe_exit(status: std::process::ExitStatus) -> String {
+fn describe_exit(status: std::process::ExitStatus, exit_calls: Option<&str>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         // bwrap reports a child killed by signal N as exit code 128 + N.
         (Some(code), _) if code > 128 && code < 160 => {
             format!("was killed by signal {}", code - 128)
         }
-        (Some(code), _) => format!("exited with status {code} (process.exit/sys.exit/os._exit)"),
+        (Some(code), _) => match exit_calls {
+            Some(calls) => format!("exited with status {code} ({calls})"),
+            None => format!("exited with status {code}"),
+        },
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         (None, None) => "exited".to_string(),
     }
@@ -466,6 +476,26 @@ impl Inner {
         // SIGKILL now; tokio reaps the process in the background once the
         // handle is dropped (kill_on_drop is set).
         let _ = worker.child.start_kill();
+    }
+
+    /// Frees the slots of `workers`, already taken out of `state`'s lists,
+    /// and kills them once the lock is released.
+    fn kill_taken(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        workers: Vec<Worker>,
+        reason: &'static str,
+    ) {
+        state.n_live = state.n_live.saturating_sub(workers.len());
+        for worker in &workers {
+            state.infos.remove(&worker.id);
+        }
+        self.publish(&state);
+        drop(state);
+        for worker in workers {
+            self.kill_process(worker, reason);
+        }
+        self.changed.notify_waiters();
     }
 
     fn checkin(self: &Arc<Self>, mut worker: Worker) {
@@ -703,6 +733,30 @@ impl Inner {
         }
     }
 
+    /// Loads `script` into the leased worker: the lease back when it
+    /// loaded, the worker killed when not. The lease is taken before the
+    /// load so that a cancelled request gives the worker's slot back.
+    async fn load_leased(
+        &self,
+        mut lease: Lease,
+        script: &Script,
+        mark: LoadingMark,
+        started: Instant,
+    ) -> Result<Lease, RuntimeError> {
+        let loaded = self.load(lease.worker()?, script).await;
+        drop(mark);
+        match loaded {
+            Ok(()) => {
+                self.record_wait(started);
+                Ok(lease)
+            }
+            Err((error, reason)) => {
+                lease.kill(reason);
+                Err(error)
+            }
+        }
+    }
+
     /// A worker specialized for `script`, ready for one request.
     async fn checkout(
         self: &Arc<Self>,
@@ -822,22 +876,11 @@ impl Inner {
                         key: Arc::clone(&key),
                     };
                     self.replenish_soon();
-                    let mut lease = Lease {
+                    let lease = Lease {
                         inner: Arc::clone(self),
                         worker: Some(worker),
                     };
-                    let loaded = self.load(lease.worker()?, script).await;
-                    drop(mark);
-                    return match loaded {
-                        Ok(()) => {
-                            self.record_wait(started);
-                            Ok(lease)
-                        }
-                        Err((error, reason)) => {
-                            lease.kill(reason);
-                            Err(error)
-                        }
-                    };
+                    return self.load_leased(lease, script, mark, started).await;
                 }
                 Plan::Spawn => {
                     let mark = LoadingMark {
@@ -849,7 +892,7 @@ impl Inner {
                         armed: true,
                     };
                     let blank_ok = self.program.supports_blank_workers();
-                    let mut worker = self
+                    let worker = self
                         .start_worker(limits, if blank_ok { None } else { Some(script) })
                         .await?;
                     reservation.armed = false;
@@ -859,22 +902,11 @@ impl Inner {
                         Self::set_info(&mut state, &worker, WorkerState::Busy);
                         self.publish(&state);
                     }
-                    let loaded = self.load(&mut worker, script).await;
-                    drop(mark);
                     let lease = Lease {
                         inner: Arc::clone(self),
                         worker: Some(worker),
                     };
-                    return match loaded {
-                        Ok(()) => {
-                            self.record_wait(started);
-                            Ok(lease)
-                        }
-                        Err((error, reason)) => {
-                            lease.kill(reason);
-                            Err(error)
-                        }
-                    };
+                    return self.load_leased(lease, script, mark, started).await;
                 }
                 Plan::Wait => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -1081,16 +1113,7 @@ impl WorkerPool {
     pub fn release(&self, worker_key: &str) {
         let mut state = lock(&self.inner.state);
         let workers = state.idle.remove(worker_key).unwrap_or_default();
-        state.n_live = state.n_live.saturating_sub(workers.len());
-        for worker in &workers {
-            state.infos.remove(&worker.id);
-        }
-        self.inner.publish(&state);
-        drop(state);
-        for worker in workers {
-            self.inner.kill_process(worker, "released");
-        }
-        self.inner.changed.notify_waiters();
+        self.inner.kill_taken(state, workers, "released");
         self.inner.replenish();
     }
 
@@ -1103,16 +1126,7 @@ impl WorkerPool {
         for (_, idle) in state.idle.drain() {
             workers.extend(idle);
         }
-        state.n_live = state.n_live.saturating_sub(workers.len());
-        for worker in &workers {
-            state.infos.remove(&worker.id);
-        }
-        self.inner.publish(&state);
-        drop(state);
-        for worker in workers {
-            self.inner.kill_process(worker, "shutdown");
-        }
-        self.inner.changed.notify_waiters();
+        self.inner.kill_taken(state, workers, "shutdown");
     }
 
     /// Every live worker with its host pid (the process the pool started).
@@ -1234,14 +1248,32 @@ pub fn sandbox_mode(config: &RuntimeConfig) -> Result<SandboxMode, String> {
     }
 }
 
+/// The [`PooledRuntime`] of the language `program` starts workers for, or
+/// unavailable with the reason the sandbox or the program gives.
+pub fn pooled_runtime<P: WorkerProgram>(
+    config: &RuntimeConfig,
+    language: Language,
+    program: impl FnOnce(&RuntimeConfig) -> Result<P, String>,
+) -> Arc<PooledRuntime> {
+    let pool = sandbox_mode(config).and_then(|mode| {
+        let program = program(config)?;
+        Ok(WorkerPool::new(
+            Arc::new(program),
+            mode,
+            PoolSettings::from(config),
+        ))
+    });
+    Arc::new(PooledRuntime::new(language, pool))
+}
+
 /// Writes an embedded worker program into `config.work_dir/<dir>/<file>`
-/// and returns the directory (bound read-only into the sandbox).
+/// and returns it as a file the sandbox shows at `WORKER_DIR/<file>`.
 pub fn install_worker_program(
     config: &RuntimeConfig,
     dir: &str,
     file: &str,
     contents: &str,
-) -> Result<std::path::PathBuf, String> {
+) -> Result<SandboxFile, String> {
     use std::os::unix::fs::PermissionsExt;
     let dir_path = config.work_dir.join(dir);
     std::fs::create_dir_all(&dir_path).map_err(|e| {
@@ -1257,9 +1289,14 @@ pub fn install_worker_program(
             file_path.display()
         )
     })?;
-    // Readable by the sandbox's uid, writable by nobody but the service.
+    // Readable by an unsandboxed worker's uid (insecure mode), writable by
+    // nobody but the service.
     let _ = std::fs::set_permissions(&dir_path, std::fs::Permissions::from_mode(0o755));
     let _ = std::fs::set_permissions(&file_path, std::fs::Permissions::from_mode(0o644));
-    std::fs::canonicalize(&dir_path)
-        .map_err(|e| format!("cannot resolve {}: {e}", dir_path.display()))
+    let host = std::fs::canonicalize(&file_path)
+        .map_err(|e| format!("cannot resolve {}: {e}", file_path.display()))?;
+    Ok(SandboxFile {
+        host,
+        path: std::path::Path::new(sandbox::WORKER_DIR).join(file),
+    })
 }

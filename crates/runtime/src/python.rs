@@ -6,8 +6,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use crate::config::RuntimeConfig;
-use crate::pool::{self, PoolSettings, PooledRuntime, WorkerLimits, WorkerPool, WorkerProgram};
-use crate::sandbox::{Rlimits, SandboxSpec};
+use crate::pool::{self, PooledRuntime, WorkerLimits, WorkerProgram};
+use crate::sandbox::{self, Rlimits, SandboxFile, SandboxSpec, WorkerBounds};
 use crate::{Language, LanguageRuntime, LimitKind, RuntimeError, Script};
 
 /// The worker program, embedded so the binary is self-contained.
@@ -22,11 +22,9 @@ const ADDRESS_SPACE_HEADROOM: u64 = 128 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct PythonProgram {
     executable: PathBuf,
-    worker_dir: PathBuf,
+    worker: SandboxFile,
     extra_binds: Vec<PathBuf>,
-    tmp_size_bytes: u64,
-    max_open_files: u64,
-    cpu_seconds: u64,
+    bounds: WorkerBounds,
 }
 
 /// The real interpreter behind `python3` (which may be a pyenv shim, a
@@ -82,15 +80,12 @@ impl PythonProgram {
     /// is the reason the language is unavailable.
     pub fn from_config(config: &RuntimeConfig) -> Result<Self, String> {
         let (executable, extra_binds) = resolve_interpreter(&config.python_path)?;
-        let worker_dir =
-            pool::install_worker_program(config, "python", "worker.py", WORKER_SOURCE)?;
+        let worker = pool::install_worker_program(config, "python", "worker.py", WORKER_SOURCE)?;
         Ok(PythonProgram {
             executable,
-            worker_dir,
+            worker,
             extra_binds,
-            tmp_size_bytes: config.tmp_size_bytes,
-            max_open_files: config.max_open_files,
-            cpu_seconds: config.cpu_seconds_per_worker,
+            bounds: WorkerBounds::from_config(config),
         })
     }
 }
@@ -109,41 +104,34 @@ impl WorkerProgram for PythonProgram {
         limits: &WorkerLimits,
         _script: Option<&Script>,
     ) -> Result<SandboxSpec, RuntimeError> {
-        let mut ro_binds = self.extra_binds.clone();
-        ro_binds.push(self.worker_dir.clone());
         Ok(SandboxSpec {
-            program: self.executable.clone(),
             args: vec![
                 // Isolated mode: ignore PYTHON* variables, no user site, no
                 // script directory on sys.path; -B: never write .pyc files.
                 "-I".into(),
                 "-B".into(),
-                self.worker_dir.join("worker.py").into_os_string(),
+                self.worker.path.clone().into_os_string(),
             ],
-            ro_binds,
-            env: vec![
-                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-                ("HOME".into(), "/tmp".into()),
-                ("TMPDIR".into(), "/tmp".into()),
-                ("LANG".into(), "C.UTF-8".into()),
-            ],
-            rlimits: Rlimits {
-                address_space_bytes: Some(
-                    limits.memory_bytes.saturating_add(ADDRESS_SPACE_HEADROOM),
-                ),
-                data_bytes: None,
-                processes: Some(u64::from(limits.max_processes)),
-                file_size_bytes: Some(self.tmp_size_bytes),
-                open_files: Some(self.max_open_files),
-                cpu_seconds: Some(self.cpu_seconds),
-            },
-            tmp_size_bytes: self.tmp_size_bytes,
+            ro_binds: self.extra_binds.clone(),
+            files: vec![self.worker.clone()],
+            seccomp: true,
+            env: sandbox::interpreter_env(),
+            rlimits: Rlimits::worker(
+                &self.bounds,
+                limits.memory_bytes.saturating_add(ADDRESS_SPACE_HEADROOM),
+                limits.max_processes,
+            ),
+            ..SandboxSpec::new(self.executable.clone(), self.bounds.tmp_size_bytes)
         })
     }
 
     fn crash_kind(&self, diagnostics: &str) -> Option<LimitKind> {
         (diagnostics.contains("MemoryError") || diagnostics.contains("Cannot allocate memory"))
             .then_some(LimitKind::Memory)
+    }
+
+    fn exit_calls(&self) -> Option<&'static str> {
+        Some("sys.exit/os._exit")
     }
 }
 
@@ -154,13 +142,5 @@ pub fn runtime(config: &RuntimeConfig) -> Arc<dyn LanguageRuntime> {
 
 /// Same as [`runtime`], keeping the concrete type (tests use its pool).
 pub fn pooled_runtime(config: &RuntimeConfig) -> Arc<PooledRuntime> {
-    let pool = pool::sandbox_mode(config).and_then(|mode| {
-        let program = PythonProgram::from_config(config)?;
-        Ok(WorkerPool::new(
-            Arc::new(program),
-            mode,
-            PoolSettings::from(config),
-        ))
-    });
-    Arc::new(PooledRuntime::new(Language::Python, pool))
+    pool::pooled_runtime(config, Language::Python, PythonProgram::from_config)
 }

@@ -33,7 +33,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::RuntimeConfig;
 use crate::pool::{self, PoolSettings, WorkerLimits, WorkerPool, WorkerProgram};
-use crate::sandbox::{Rlimits, SandboxMode, SandboxSpec};
+use crate::sandbox::{self, Rlimits, SandboxFile, SandboxMode, SandboxSpec, WorkerBounds};
 use crate::wasm::WasmRuntime;
 use crate::{
     Language, LanguageRuntime, LimitKind, Limits, Output, Prepared, RuntimeError, RuntimeStatus,
@@ -268,9 +268,7 @@ impl Ready {
             bin_dir,
             toolchain_key: toolchain.key.clone(),
             host: toolchain.host.clone(),
-            tmp_size_bytes: config.runtime.tmp_size_bytes,
-            max_open_files: config.runtime.max_open_files,
-            cpu_seconds: config.runtime.cpu_seconds_per_worker,
+            bounds: WorkerBounds::from_config(&config.runtime),
         });
         let mut settings = PoolSettings::from(&config.runtime);
         // A compiled harness cannot start before it knows its script.
@@ -582,9 +580,7 @@ struct RustProgram {
     bin_dir: PathBuf,
     toolchain_key: String,
     host: String,
-    tmp_size_bytes: u64,
-    max_open_files: u64,
-    cpu_seconds: u64,
+    bounds: WorkerBounds,
 }
 
 impl RustProgram {
@@ -646,27 +642,25 @@ impl WorkerProgram for RustProgram {
                 binary.display()
             )));
         }
+        let binary = SandboxFile {
+            host: binary,
+            path: Path::new(sandbox::WORKER_DIR).join("handler"),
+        };
         Ok(SandboxSpec {
-            program: binary.clone(),
-            args: Vec::new(),
-            ro_binds: vec![binary],
+            files: vec![binary.clone()],
+            seccomp: true,
             env: vec![
                 // glibc reserves 64 MiB of address space per malloc arena;
                 // a few threads would otherwise eat the headroom.
                 ("MALLOC_ARENA_MAX".to_string(), "2".to_string()),
                 ("TMPDIR".to_string(), "/tmp".to_string()),
             ],
-            rlimits: Rlimits {
-                address_space_bytes: Some(
-                    limits.memory_bytes.saturating_add(ADDRESS_SPACE_HEADROOM),
-                ),
-                data_bytes: None,
-                processes: Some(u64::from(limits.max_processes)),
-                file_size_bytes: Some(self.tmp_size_bytes),
-                open_files: Some(self.max_open_files),
-                cpu_seconds: Some(self.cpu_seconds),
-            },
-            tmp_size_bytes: self.tmp_size_bytes,
+            rlimits: Rlimits::worker(
+                &self.bounds,
+                limits.memory_bytes.saturating_add(ADDRESS_SPACE_HEADROOM),
+                limits.max_processes,
+            ),
+            ..SandboxSpec::new(binary.path, self.bounds.tmp_size_bytes)
         })
     }
 
@@ -676,6 +670,10 @@ impl WorkerProgram for RustProgram {
         diagnostics
             .contains("memory allocation of")
             .then_some(LimitKind::Memory)
+    }
+
+    fn exit_calls(&self) -> Option<&'static str> {
+        Some("std::process::exit")
     }
 }
 

@@ -2,8 +2,10 @@
 //! and the frame channels on fixed descriptors (see runtimes/PROTOCOL.md).
 //!
 //! Language-agnostic: a [`SandboxSpec`] names a program, its arguments, the
-//! host paths it needs read-only and its environment; [`spawn`] does the
-//! rest. The Rust-native runtime reuses it for compiled workers.
+//! host paths it needs, the files it gets copied in and its environment;
+//! [`spawn`] does the rest. The Rust-native runtime reuses it for compiled
+//! workers, and its compiler runs in the same sandbox ([`bwrap_args`],
+//! [`apply_rlimits`]).
 //!
 //! What the sandbox gives a worker (bubblewrap mode):
 //! - new pid, net, ipc, uts and cgroup namespaces: no network interface but
@@ -17,10 +19,15 @@
 //! - a new session (no TIOCSTI on the service's terminal), killed with its
 //!   parent;
 //! - a root made only of read-only binds of /usr (+ the /bin, /lib* links),
-//!   the extra paths of the spec, a fresh /proc and minimal /dev (both
+//!   the extra paths of the spec, the worker program copied in under
+//!   [`WORKER_DIR`] (never a host path of the service's data), a fresh
+//!   /proc and minimal /dev (both
 //!   read-only apart from the device nodes), and a private size-capped tmpfs
 //!   on /tmp; no /etc, /home, /root or /work;
 //! - an empty environment except the spec's variables;
+//! - for workers, a [`seccomp`] filter refusing new namespaces, mounts,
+//!   ptrace, keyrings, bpf and perf events: with a per-worker host uid the
+//!   kernel would otherwise let a script create user namespaces;
 //! - rlimits (address space, file size, open files, CPU, no core dumps), set
 //!   before exec so they also bind bwrap's children. RLIMIT_NPROC counts
 //!   processes per host uid and exempts uid 0, so it is only effective (and
@@ -35,6 +42,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
+
+use crate::config::RuntimeConfig;
+
+pub mod seccomp;
 
 /// The descriptor a worker reads request frames from.
 pub const REQUEST_FD: RawFd = 3;
@@ -98,7 +109,42 @@ pub struct Rlimits {
     pub cpu_seconds: Option<u64>,
 }
 
+/// The part of a worker's rlimits the service configuration fixes, the
+/// same for every language (see [`RuntimeConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerBounds {
+    /// Size of the private /tmp, which is also RLIMIT_FSIZE: no single file
+    /// can be larger than the place it could be written to.
+    pub tmp_size_bytes: u64,
+    pub open_files: u64,
+    pub cpu_seconds: u64,
+}
+
+impl WorkerBounds {
+    pub fn from_config(config: &RuntimeConfig) -> Self {
+        WorkerBounds {
+            tmp_size_bytes: config.tmp_size_bytes,
+            open_files: config.max_open_files,
+            cpu_seconds: config.cpu_seconds_per_worker,
+        }
+    }
+}
+
 impl Rlimits {
+    /// A worker's rlimits: `address_space_bytes` (the language's heap
+    /// limit plus its own headroom) and `max_processes` come from the
+    /// request's limits, the rest from `bounds`.
+    pub fn worker(bounds: &WorkerBounds, address_space_bytes: u64, max_processes: u32) -> Self {
+        Rlimits {
+            address_space_bytes: Some(address_space_bytes),
+            data_bytes: None,
+            processes: Some(u64::from(max_processes)),
+            file_size_bytes: Some(bounds.tmp_size_bytes),
+            open_files: Some(bounds.open_files),
+            cpu_seconds: Some(bounds.cpu_seconds),
+        }
+    }
+
     fn to_libc(&self) -> Vec<(libc::__rlimit_resource_t, libc::rlim_t)> {
         let mut out = Vec::new();
         let mut push = |resource, value: Option<u64>| {
@@ -118,21 +164,111 @@ impl Rlimits {
     }
 }
 
+/// Where [`SandboxFile`]s of the worker programs appear inside the sandbox:
+/// a fixed path that says nothing about where the service keeps its data.
+pub const WORKER_DIR: &str = "/opt/lambda/worker";
+
+/// A host file copied into the sandbox, read-only, at a fixed path.
+///
+/// A copy rather than a bind: a bind mount shows its host source path in
+/// the sandbox's /proc/self/mountinfo, which would tell user code where
+/// the service keeps its data (`DATA_DIR`, the work dir). bwrap copies the
+/// file from a descriptor into its own tmpfs and unlinks it, so only the
+/// in-sandbox path is visible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxFile {
+    pub host: PathBuf,
+    /// Absolute path inside the sandbox; the program and arguments of the
+    /// spec name the file by it (in insecure mode they are given `host`).
+    pub path: PathBuf,
+}
+
 /// One worker process to start.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
-    /// Absolute path of the program; it must be inside one of the bound
-    /// paths (or /usr).
+    /// Absolute path of the program as the sandbox sees it: inside one of
+    /// the bound paths (or /usr), or the `path` of one of `files`.
     pub program: PathBuf,
     pub args: Vec<OsString>,
     /// Host paths bound read-only at the same path inside the sandbox, so
     /// arguments mean the same thing in both modes.
     pub ro_binds: Vec<PathBuf>,
+    /// Host paths bound writable at the same path (a compiler's output
+    /// directory); mounted before the root is made read-only.
+    pub rw_binds: Vec<PathBuf>,
+    /// Files copied in read-only (and executable) at fixed paths.
+    pub files: Vec<SandboxFile>,
+    /// The working directory; `None` is /tmp (the host's temp dir in
+    /// insecure mode).
+    pub chdir: Option<PathBuf>,
+    /// Run under the [`seccomp`] filter. Only [`spawn`] hands bwrap the
+    /// filter; a caller building its own command from [`bwrap_args`]
+    /// leaves this off.
+    pub seccomp: bool,
     pub env: Vec<(String, String)>,
     pub rlimits: Rlimits,
     /// Size of the private /tmp.
     pub tmp_size_bytes: u64,
 }
+
+impl SandboxSpec {
+    /// A spec for `program` with nothing bound, no environment and no
+    /// rlimits beyond "no core dumps".
+    pub fn new(program: impl Into<PathBuf>, tmp_size_bytes: u64) -> Self {
+        SandboxSpec {
+            program: program.into(),
+            args: Vec::new(),
+            ro_binds: Vec::new(),
+            rw_binds: Vec::new(),
+            files: Vec::new(),
+            chdir: None,
+            seccomp: false,
+            env: Vec::new(),
+            rlimits: Rlimits::default(),
+            tmp_size_bytes,
+        }
+    }
+
+    /// The program and arguments with every file's sandbox path replaced
+    /// by its host path: without a sandbox there is nothing at the fixed
+    /// paths.
+    fn host_command(&self) -> (PathBuf, Vec<OsString>) {
+        let host_of = |arg: &std::ffi::OsStr| {
+            self.files
+                .iter()
+                .find(|file| file.path.as_os_str() == arg)
+                .map(|file| file.host.clone().into_os_string())
+        };
+        let program = host_of(self.program.as_os_str())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.program.clone());
+        let args = self
+            .args
+            .iter()
+            .map(|arg| host_of(arg).unwrap_or_else(|| arg.clone()))
+            .collect();
+        (program, args)
+    }
+}
+
+/// The environment an interpreter worker starts with (besides its own
+/// variables): a usable PATH, and home and temp both the private /tmp.
+pub fn interpreter_env() -> Vec<(String, String)> {
+    [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("HOME", "/tmp"),
+        ("TMPDIR", "/tmp"),
+        ("LANG", "C.UTF-8"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value.to_string()))
+    .collect()
+}
+
+/// The descriptor bwrap reads the first of a spec's `files` from; the
+/// others follow, then the seccomp filter. bwrap closes each once read, so
+/// the worker never holds them.
+pub const FIRST_FILE_FD: RawFd = 5;
 
 /// A started worker with the service's ends of its channels.
 #[derive(Debug)]
@@ -207,6 +343,13 @@ fn parent_dirs(args: &mut Vec<OsString>, path: &Path, seen: &mut Vec<PathBuf>) {
     }
 }
 
+/// The descriptor bwrap reads the seccomp filter from (after the files),
+/// when `spec` asks for one and this architecture has one.
+fn seccomp_fd(spec: &SandboxSpec) -> Option<RawFd> {
+    let n_files = RawFd::try_from(spec.files.len()).ok()?;
+    (spec.seccomp && seccomp::program().is_some()).then_some(FIRST_FILE_FD + n_files)
+}
+
 /// The bwrap command line for `spec` running as `identity`: everything
 /// before the program (for [`WorkerIdentity::HostUid`] that ends with the
 /// `setpriv` invocation).
@@ -265,19 +408,39 @@ pub fn bwrap_args_as(spec: &SandboxSpec, identity: &WorkerIdentity) -> Vec<OsStr
         args.push(path.clone().into_os_string());
         args.push(path.clone().into_os_string());
     }
+    for path in &spec.rw_binds {
+        parent_dirs(&mut args, path, &mut seen);
+        args.push("--bind".into());
+        args.push(path.clone().into_os_string());
+        args.push(path.clone().into_os_string());
+    }
+    for (fd, file) in (FIRST_FILE_FD..).zip(&spec.files) {
+        parent_dirs(&mut args, &file.path, &mut seen);
+        // The sandbox's uid is not the owner of the copy: readable and
+        // executable by anyone, writable by nobody.
+        for s in ["--perms", "0555", "--ro-bind-data"] {
+            args.push(s.into());
+        }
+        args.push(fd.to_string().into());
+        args.push(file.path.clone().into_os_string());
+    }
+    if let Some(fd) = seccomp_fd(spec) {
+        args.push("--seccomp".into());
+        args.push(fd.to_string().into());
+    }
     // The sandbox root and /dev are bwrap's own tmpfs: without this a
     // script could fill memory by writing outside /tmp.
-    for s in [
-        "--remount-ro",
-        "/",
-        "--remount-ro",
-        "/dev",
-        "--chdir",
-        "/tmp",
-        "--clearenv",
-    ] {
+    for s in ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir"] {
         args.push(s.into());
     }
+    args.push(
+        spec.chdir
+            .as_deref()
+            .unwrap_or(Path::new("/tmp"))
+            .as_os_str()
+            .to_os_string(),
+    );
+    args.push("--clearenv".into());
     // Tells the worker it is alone in a pid namespace, so it may clean up
     // with kill(-1) after a request (see PROTOCOL.md).
     for s in ["--setenv", "LAMBDA_SANDBOX", "bwrap"] {
@@ -323,8 +486,24 @@ pub fn spawn_as(
     let (diag_read, diag_write) = cloexec_pipe()?;
     let diag_write_2 = diag_write.try_clone()?;
 
+    // Opened here (CLOEXEC) and moved onto FIRST_FILE_FD.. in the child,
+    // where bwrap reads and closes them.
+    let mut files = Vec::new();
     let mut command = match mode {
         SandboxMode::Bubblewrap { bwrap } => {
+            for file in &spec.files {
+                let opened = std::fs::File::open(&file.host).map_err(|e| {
+                    io::Error::new(e.kind(), format!("{}: {e}", file.host.display()))
+                })?;
+                files.push(OwnedFd::from(opened));
+            }
+            if let Some(program) = seccomp_fd(spec).and(seccomp::program()) {
+                // Far below a pipe's capacity: written whole before bwrap
+                // starts, and the write end closed so bwrap reads to EOF.
+                let (read, write) = cloexec_pipe()?;
+                std::io::Write::write_all(&mut std::fs::File::from(write), &program)?;
+                files.push(read);
+            }
             let mut c = Command::new(bwrap);
             c.args(bwrap_args_as(spec, identity));
             c.arg(&spec.program);
@@ -338,11 +517,12 @@ pub fn spawn_as(
                 "ALLOW_INSECURE_NO_SANDBOX: starting a worker WITHOUT the bubblewrap sandbox; \
                  user code can read host files and use the network"
             );
-            let mut c = Command::new(&spec.program);
-            c.args(&spec.args);
+            let (program, args) = spec.host_command();
+            let mut c = Command::new(program);
+            c.args(args);
             c.env_clear();
             c.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            c.current_dir(std::env::temp_dir());
+            c.current_dir(spec.chdir.clone().unwrap_or_else(std::env::temp_dir));
             c
         }
     };
@@ -358,32 +538,44 @@ pub fn spawn_as(
     if !per_worker_uid {
         rlimits.processes = None;
     }
-    let limits = rlimits.to_libc();
-    let child_request_fd = request_read.as_raw_fd();
-    let child_response_fd = response_write.as_raw_fd();
+    apply_rlimits(&mut command, &rlimits);
+
+    // (descriptor now, descriptor in the child): the frame channels on 3
+    // and 4, then the files for bwrap.
+    let mut moves: Vec<(RawFd, RawFd)> = vec![
+        (request_read.as_raw_fd(), REQUEST_FD),
+        (response_write.as_raw_fd(), RESPONSE_FD),
+    ];
+    moves.extend(
+        (FIRST_FILE_FD..)
+            .zip(&files)
+            .map(|(to, fd)| (fd.as_raw_fd(), to)),
+    );
+    let first_unused = moves
+        .iter()
+        .map(|(_, to)| to + 1)
+        .max()
+        .unwrap_or(RESPONSE_FD + 1);
+    // Filled in the child; allocated here because allocating between fork
+    // and exec is not async-signal-safe.
+    let mut parked: Vec<RawFd> = vec![-1; moves.len()];
     // SAFETY: the closure runs between fork and exec and only calls
     // async-signal-safe libc functions on values prepared before the fork.
     unsafe {
         command.pre_exec(move || {
-            for (resource, value) in &limits {
-                let limit = libc::rlimit {
-                    rlim_cur: *value,
-                    rlim_max: *value,
-                };
-                if libc::setrlimit(*resource, &limit) != 0 {
+            // Move every source out of the way first, so dup2 onto a target
+            // cannot clobber a source still to be moved; dup2 clears
+            // CLOEXEC on the targets, which is what lets them survive exec.
+            for ((from, _), slot) in moves.iter().zip(parked.iter_mut()) {
+                *slot = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, 10);
+                if *slot < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
-            // Move the channel ends out of the way first, so dup2 onto 3
-            // and 4 cannot clobber one of them; dup2 clears CLOEXEC on the
-            // targets, which is what lets them survive exec.
-            let request = libc::fcntl(child_request_fd, libc::F_DUPFD_CLOEXEC, 10);
-            let response = libc::fcntl(child_response_fd, libc::F_DUPFD_CLOEXEC, 10);
-            if request < 0 || response < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::dup2(request, REQUEST_FD) < 0 || libc::dup2(response, RESPONSE_FD) < 0 {
-                return Err(io::Error::last_os_error());
+            for ((_, to), parked) in moves.iter().zip(parked.iter()) {
+                if libc::dup2(*parked, *to) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             // Descriptors the service inherited without CLOEXEC (a build
             // tool's jobserver pipe, a supervisor's socket) must not reach
@@ -392,7 +584,7 @@ pub fn spawn_as(
             // kernels they stay open, which is no worse than before.
             libc::syscall(
                 libc::SYS_close_range,
-                RESPONSE_FD + 1,
+                first_unused,
                 libc::c_uint::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             );
@@ -404,6 +596,7 @@ pub fn spawn_as(
     // response pipe means "the worker is gone".
     drop(request_read);
     drop(response_write);
+    drop(files);
     drop(command);
 
     Ok(SandboxedProcess {
@@ -412,6 +605,29 @@ pub fn spawn_as(
         responses: pipe::Receiver::from_owned_fd(response_read)?,
         diagnostics: pipe::Receiver::from_owned_fd(diag_read)?,
     })
+}
+
+/// Sets `rlimits` on whatever `command` starts (and everything that
+/// starts), without the worker channels of [`spawn`]: for tools run in the
+/// sandbox, like a compiler. Applied as given: RLIMIT_NPROC too.
+pub fn apply_rlimits(command: &mut Command, rlimits: &Rlimits) {
+    let limits = rlimits.to_libc();
+    // SAFETY: only setrlimit (async-signal-safe) between fork and exec, on
+    // values computed before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            for (resource, value) in &limits {
+                let limit = libc::rlimit {
+                    rlim_cur: *value,
+                    rlim_max: *value,
+                };
+                if libc::setrlimit(*resource, &limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Finds `program` like a shell would: a path with a slash is taken as is,
@@ -432,14 +648,7 @@ pub fn resolve_program(program: &Path) -> Option<PathBuf> {
 
 /// Checks that `bwrap` can start a program as `identity` here.
 pub fn probe_identity(bwrap: &Path, identity: &WorkerIdentity) -> Result<(), String> {
-    let spec = SandboxSpec {
-        program: PathBuf::from("/usr/bin/true"),
-        args: Vec::new(),
-        ro_binds: Vec::new(),
-        env: Vec::new(),
-        rlimits: Rlimits::default(),
-        tmp_size_bytes: 1024 * 1024,
-    };
+    let spec = SandboxSpec::new("/usr/bin/true", 1024 * 1024);
     let output = std::process::Command::new(bwrap)
         .args(bwrap_args_as(&spec, identity))
         .arg("/usr/bin/true")

@@ -265,6 +265,44 @@ pub fn handler(_event: Value) -> Result<Value, String> { Ok(Value::from(SECRET))
 }
 
 #[tokio::test]
+async fn the_worker_shows_no_host_path_of_the_data_dir() {
+    let source = r#"
+use serde_json::{json, Value};
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| e.to_string())
+}
+pub fn handler(_event: Value) -> Result<Value, String> {
+    let list = |path: &str| -> Vec<String> {
+        std::fs::read_dir(path)
+            .map(|entries| entries.flatten().map(|e| e.path().display().to_string()).collect())
+            .unwrap_or_default()
+    };
+    Ok(json!({
+        "exe": std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
+        "args": std::env::args().collect::<Vec<_>>(),
+        "root": list("/"),
+        "opt": list("/opt/lambda/worker"),
+        "mountinfo": read("/proc/self/mountinfo"),
+        "bwrap_cmdline": read("/proc/1/cmdline"),
+    }))
+}
+"#;
+    let out = run(source, json!({})).await.unwrap();
+    let text = out.result.to_string();
+    let data_dir = data_dir().display().to_string();
+    assert!(!text.contains(&data_dir), "{data_dir} is visible: {text}");
+    assert!(!text.contains("rust-runtime-tests"), "{text}");
+    // bwrap unlinks its copy once mounted, so the kernel adds "(deleted)".
+    assert!(
+        out.result["exe"]
+            .as_str()
+            .is_some_and(|exe| exe.starts_with("/opt/lambda/worker/handler")),
+        "{}",
+        out.result["exe"]
+    );
+}
+
+#[tokio::test]
 async fn a_compile_that_never_ends_is_stopped() {
     // Endless const evaluation keeps rustc busy for ever (the lint that
     // would stop it is capped like every other lint).

@@ -10,7 +10,7 @@ use crate::dto::{
     ExecuteBody, ExecuteResponse, InitializeBody, InitializeResponse, SessionResponse,
 };
 use crate::error::ApiError;
-use crate::extract::{JsonBody, LanguageTitleHeader};
+use crate::extract::{language_title_header, JsonBody};
 use crate::gate::ExecuteLog;
 use crate::state::AppState;
 
@@ -37,9 +37,12 @@ pub async fn initialize(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    LanguageTitleHeader(language_title): LanguageTitleHeader,
-    JsonBody(body): JsonBody<InitializeBody>,
+    body: Result<JsonBody<InitializeBody>, ApiError>,
 ) -> Result<Json<InitializeResponse>, ApiError> {
+    // The body is read before any header is judged, so a refused request
+    // leaves the client's keep-alive connection usable.
+    let JsonBody(body) = body?;
+    let language_title = language_title_header(&headers)?;
     let request_id = request_id_header(&headers)?;
     let request = InitializeRequest {
         language_title,

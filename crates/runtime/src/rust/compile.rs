@@ -14,7 +14,6 @@
 //! script's `include_str!("/etc/shadow")` finds no such file.
 
 use std::ffi::OsString;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -25,7 +24,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use super::toolchain::{Deps, Toolchain};
-use crate::sandbox::{self, SandboxMode, SandboxSpec};
+use crate::sandbox::{self, Rlimits, SandboxMode, SandboxSpec};
 use crate::{RuntimeError, SourceLocation};
 
 pub(crate) const HARNESS_SOURCE: &str = include_str!("../../../../runtimes/rust/harness.rs");
@@ -276,7 +275,10 @@ pub(crate) async fn compile(
     })
 }
 
-/// The bwrap (or, in insecure mode, plain) command running rustc.
+/// The bwrap (or, in insecure mode, plain) command running rustc: the
+/// shared sandbox, plus one writable directory for the output, and the
+/// script's directory as the working directory (so diagnostics name
+/// `handler.rs`, not a host path).
 fn sandboxed_rustc(
     mode: &SandboxMode,
     toolchain: &Toolchain,
@@ -306,16 +308,15 @@ fn sandboxed_rustc(
                 ro_binds.push(linker_dir.to_path_buf());
             }
             let spec = SandboxSpec {
-                program: toolchain.rustc.clone(),
-                args: Vec::new(),
                 ro_binds,
+                rw_binds: vec![out.to_path_buf()],
+                chdir: Some(src.to_path_buf()),
                 env: env.clone(),
-                rlimits: Default::default(),
-                tmp_size_bytes: 512 * 1024 * 1024,
+                ..SandboxSpec::new(toolchain.rustc.clone(), 512 * 1024 * 1024)
             };
             let mut command = Command::new(bwrap);
             command
-                .args(compile_bwrap_args(&spec, out, src))
+                .args(sandbox::bwrap_args(&spec))
                 .arg(&toolchain.rustc);
             command.env_clear();
             command
@@ -331,57 +332,18 @@ fn sandboxed_rustc(
         }
     };
     command.args(rustc_args);
-    let address_space = limits.memory_bytes;
-    let cpu_seconds = limits.timeout.as_secs().saturating_add(5);
-    // SAFETY: only setrlimit (async-signal-safe) between fork and exec, on
-    // values computed before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            let limits = [
-                (libc::RLIMIT_AS, address_space),
-                (libc::RLIMIT_CPU, cpu_seconds),
-                (libc::RLIMIT_FSIZE, 512 * 1024 * 1024),
-                (libc::RLIMIT_NPROC, 256),
-                (libc::RLIMIT_NOFILE, 1024),
-                (libc::RLIMIT_CORE, 0),
-            ];
-            for (resource, value) in limits {
-                let limit = libc::rlimit {
-                    rlim_cur: value as libc::rlim_t,
-                    rlim_max: value as libc::rlim_t,
-                };
-                if libc::setrlimit(resource, &limit) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    sandbox::apply_rlimits(
+        &mut command,
+        &Rlimits {
+            address_space_bytes: Some(limits.memory_bytes),
+            data_bytes: None,
+            processes: Some(256),
+            file_size_bytes: Some(512 * 1024 * 1024),
+            open_files: Some(1024),
+            cpu_seconds: Some(limits.timeout.as_secs().saturating_add(5)),
+        },
+    );
     command
-}
-
-/// The shared sandbox's arguments plus what only a compiler needs: one
-/// writable directory for its output, and the script's directory as the
-/// working directory (so diagnostics name `handler.rs`, not a host path).
-/// The writable bind must be mounted before bwrap remounts the root
-/// read-only, so it goes in front of the first `--remount-ro`.
-fn compile_bwrap_args(spec: &SandboxSpec, out: &Path, src: &Path) -> Vec<OsString> {
-    let mut args = sandbox::bwrap_args(spec);
-    let writable: [OsString; 3] = ["--bind".into(), out.into(), out.into()];
-    let at = args
-        .iter()
-        .position(|arg| arg == "--remount-ro")
-        .or_else(|| args.iter().rposition(|arg| arg == "--"))
-        .unwrap_or(args.len());
-    args.splice(at..at, writable);
-    match args.iter().position(|arg| arg == "--chdir") {
-        Some(index) if index + 1 < args.len() => args[index + 1] = src.into(),
-        _ => {
-            let end = args.len().saturating_sub(1);
-            args.splice(end..end, ["--chdir".into(), src.into()]);
-        }
-    }
-    args
 }
 
 /// rustc's failure as the user should see it: the errors' rendered text

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lambda_runtime::{
-    Language, LanguageRuntime, Limits, PooledRuntime, RuntimeConfig, RuntimeError, Script,
+    Language, LanguageRuntime, LimitKind, Limits, Output, PooledRuntime, RuntimeConfig,
+    RuntimeError, Script,
 };
 use serde_json::{json, Value};
 
@@ -120,4 +121,268 @@ pub async fn first_vs_warm(
     firsts.sort();
     warms.sort();
     (firsts[firsts.len() / 2], warms[warms.len() / 2])
+}
+
+/// A script of `language` that doubles `params.a`: what every hostile test
+/// runs afterwards to show the runtime still serves new sessions.
+fn doubler(language: Language) -> &'static str {
+    match language {
+        Language::Nodejs => "return event.params.a * 2;",
+        Language::Python => "def handle(params):\n    return params['a'] * 2\n",
+        other => panic!("no doubler for {other}"),
+    }
+}
+
+/// Prepares a fresh script and executes it once with `params`.
+pub async fn run(
+    rt: &PooledRuntime,
+    language: Language,
+    source: &str,
+    params: Value,
+) -> Result<Output, RuntimeError> {
+    let s = script(language, source);
+    rt.prepare(&s).await?;
+    rt.execute(&s, &event(params), &limits()).await
+}
+
+/// After any hostile script, a new session with a new script still works.
+pub async fn still_works(rt: &PooledRuntime, language: Language) {
+    let out = run(rt, language, doubler(language), json!({"a": 21}))
+        .await
+        .expect("a fresh script runs");
+    assert_eq!(out.result, json!(42));
+}
+
+/// `error` is a resource-limit error of one of `kinds`.
+#[track_caller]
+pub fn assert_limit(error: &RuntimeError, kinds: &[LimitKind]) {
+    assert!(
+        matches!(error, RuntimeError::ResourceLimit { kind, .. } if kinds.contains(kind)),
+        "{error:?}"
+    );
+}
+
+/// The sandbox's uid is neither root nor the service's own uid.
+#[track_caller]
+pub fn assert_not_the_service_uid(uid: u64) {
+    // SAFETY: getuid has no preconditions.
+    let own_uid = u64::from(unsafe { libc::getuid() });
+    assert!(uid != 0 && uid != own_uid, "runs as uid {uid}");
+}
+
+/// `result` maps paths outside /tmp to what writing them did, plus `tmp`
+/// (what reading back a file written to /tmp gave).
+#[track_caller]
+pub fn assert_only_tmp_was_written(result: &Value) {
+    let Some(outcomes) = result.as_object() else {
+        panic!("not an object: {result}");
+    };
+    for (path, value) in outcomes {
+        if path == "tmp" {
+            assert_eq!(value, "fine");
+        } else {
+            assert_ne!(value, "written", "{path} was writable: {result}");
+            assert!(
+                !std::path::Path::new(path).exists(),
+                "{path} exists on the host"
+            );
+        }
+    }
+}
+
+/// Each of `sources` ends its worker (exit, signal, abort): a script error,
+/// after which the runtime still works.
+pub async fn assert_exits_are_script_errors(
+    rt: &PooledRuntime,
+    language: Language,
+    sources: &[&str],
+) {
+    for source in sources {
+        let err = run(rt, language, source, json!({})).await.unwrap_err();
+        assert_eq!(kind(&err), "script", "{source}: {err:?}");
+        still_works(rt, language).await;
+    }
+}
+
+/// Executes `s` (prepared, sleeping for seconds) while its worker is
+/// SIGKILLed from outside after 300 ms: a clear error, quickly.
+pub async fn assert_outside_sigkill_is_reported(rt: &PooledRuntime, s: &Script) {
+    let pool = rt.pool().unwrap().clone();
+    let key = s.worker_key.clone();
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for pid in pool.worker_pids(&key) {
+            // SAFETY: plain kill(2) on a pid the pool reported.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let limits = Limits {
+        timeout: Duration::from_secs(10),
+        ..limits()
+    };
+    let started = Instant::now();
+    let err = rt.execute(s, &event(json!({})), &limits).await.unwrap_err();
+    killer.await.unwrap();
+    assert!(matches!(kind(&err), "script" | "internal"), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Initialize leaves a warm worker: the first execute runs on it (no
+/// process start, asserted by pid) and costs about what a warm one does.
+/// Timing under the parallel test run is noisy, so this bound only rules
+/// out a process start (50-100 ms); the strict 2x comparison is
+/// [`assert_first_within_2x_of_warm`], run alone.
+pub async fn assert_first_execute_is_warm(rt: &PooledRuntime, language: Language, source: &str) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (first, warm) = first_vs_warm(rt, language, source, Duration::ZERO).await;
+    println!("{language}: first execute (median) {first:?}, warm execute (median) {warm:?}");
+    assert!(
+        first < Duration::from_millis(30),
+        "first execute {first:?} (warm {warm:?})"
+    );
+}
+
+/// The acceptance measurement of the first execute after prepare against
+/// warm ones; meant to run alone (`--ignored --test-threads=1`).
+pub async fn assert_first_within_2x_of_warm(rt: &PooledRuntime, language: Language, source: &str) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (first, warm) = first_vs_warm(rt, language, source, Duration::ZERO).await;
+    println!(
+        "{language} back-to-back: first execute (median) {first:?}, warm execute (median) {warm:?}"
+    );
+    let (first_gap, warm_gap) =
+        first_vs_warm(rt, language, source, Duration::from_millis(300)).await;
+    println!(
+        "{language} after a 300 ms idle gap: first execute (median) {first_gap:?}, warm execute (median) {warm_gap:?}"
+    );
+    // The realistic case (a client round trip between initialize and the
+    // first execute): strictly within 2x. Back-to-back, sub-millisecond
+    // noise dominates on a shared 2-core machine, hence the 0.5 ms floor.
+    assert!(
+        first_gap <= warm_gap * 2,
+        "first execute {first_gap:?} vs warm {warm_gap:?}"
+    );
+    assert!(
+        first <= warm * 2 + Duration::from_micros(500),
+        "first execute {first:?} vs warm {warm:?}"
+    );
+}
+
+/// Serial and concurrent executes of `source` (which adds `a` and `b`),
+/// printed for the record.
+pub async fn throughput(rt: &Arc<PooledRuntime>, language: Language, source: &str) {
+    let s = script(language, source);
+    rt.prepare(&s).await.unwrap();
+    let ev = event(json!({"a": 1, "b": 2}));
+    for _ in 0..50 {
+        rt.execute(&s, &ev, &limits()).await.unwrap();
+    }
+    let n = 2000;
+    let t = Instant::now();
+    for _ in 0..n {
+        rt.execute(&s, &ev, &limits()).await.unwrap();
+    }
+    let serial = t.elapsed();
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let rt = Arc::clone(rt);
+        let s = s.clone();
+        let ev = ev.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..n / 4 {
+                rt.execute(&s, &ev, &limits()).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let parallel = t.elapsed();
+    println!(
+        "{language}: serial {n} executes in {serial:?} ({:.0}/s, {:?} each); 4 concurrent: {:.0}/s",
+        n as f64 / serial.as_secs_f64(),
+        serial / n,
+        n as f64 / parallel.as_secs_f64()
+    );
+}
+
+/// A 3 MiB event and result, three times over one worker; `source`
+/// returns `{n: params.s length, s: params.s}`.
+pub async fn assert_large_round_trips(rt: &PooledRuntime, language: Language, source: &str) {
+    let big = "y".repeat(3 * 1024 * 1024);
+    let s = script(language, source);
+    rt.prepare(&s).await.unwrap();
+    for _ in 0..3 {
+        let out = rt
+            .execute(&s, &event(json!({ "s": big })), &limits())
+            .await
+            .unwrap();
+        assert_eq!(out.result["n"], json!(big.len()));
+        assert_eq!(out.result["s"].as_str().map(str::len), Some(big.len()));
+    }
+}
+
+/// What the sandbox must not show: the service's work dir (where the
+/// worker programs are written) in any path or mount a script can see.
+#[track_caller]
+pub fn assert_no_host_paths(seen: &Value, config: &RuntimeConfig) {
+    let text = seen.to_string();
+    let work_dir = config.work_dir.to_string_lossy().into_owned();
+    assert!(!text.contains(&work_dir), "{work_dir} is visible: {text}");
+    if let Ok(real) = std::fs::canonicalize(&config.work_dir) {
+        let real = real.to_string_lossy().into_owned();
+        assert!(!text.contains(&real), "{real} is visible: {text}");
+    }
+    assert!(
+        !text.contains("lambda-runtime-test"),
+        "the work dir's name is visible: {text}"
+    );
+}
+
+/// Each of `sources` runs out of memory: a memory-limit error, after which
+/// the runtime still works.
+pub async fn assert_memory_limits(rt: &PooledRuntime, language: Language, sources: &[&str]) {
+    for source in sources {
+        let err = run(rt, language, source, json!({})).await.unwrap_err();
+        assert_limit(&err, &[LimitKind::Memory]);
+    }
+    still_works(rt, language).await;
+}
+
+/// `printing` logs 100 MB and returns "done": its logs are cut at the
+/// limit. `raw` writes 100 MB to fd 1 and returns "raw": drained and
+/// dropped.
+pub async fn assert_log_floods_are_cut(
+    rt: &PooledRuntime,
+    language: Language,
+    printing: &str,
+    raw: &str,
+) {
+    let out = run(rt, language, printing, json!({})).await.unwrap();
+    assert_eq!(out.result, json!("done"));
+    let total: usize = out.logs.iter().map(String::len).sum();
+    assert!(total <= limits().max_log_bytes, "{total}");
+    let out = run(rt, language, raw, json!({})).await.unwrap();
+    assert_eq!(out.result, json!("raw"));
+    still_works(rt, language).await;
+}
+
+/// `huge` returns 100 MB (a result-size error, or memory if building it
+/// failed first); `over` returns 7 MiB, just over the 6 MiB limit.
+pub async fn assert_oversized_results_are_refused(
+    rt: &PooledRuntime,
+    language: Language,
+    huge: &str,
+    over: &str,
+) {
+    let err = run(rt, language, huge, json!({})).await.unwrap_err();
+    assert_limit(&err, &[LimitKind::ResultSize, LimitKind::Memory]);
+    let err = run(rt, language, over, json!({})).await.unwrap_err();
+    assert_limit(&err, &[LimitKind::ResultSize]);
+    still_works(rt, language).await;
 }
