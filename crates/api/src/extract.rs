@@ -24,7 +24,11 @@ where
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::payload_too_large("request body is over its size limit")
+                    // Reading stopped mid-body: this connection is done.
+                    ApiError::payload_too_large("request body is over its size limit").with_header(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    )
                 } else {
                     ApiError::invalid_request(format!("cannot read the request body: {rejection}"))
                 }

@@ -115,8 +115,13 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     let mut subject = None;
     let response = match principal {
         Err(error) => {
-            drain_small_body(request).await;
-            error.into_response()
+            let drained = drain_small_body(request).await;
+            let response = error.into_response();
+            if drained {
+                response
+            } else {
+                close_connection(response)
+            }
         }
         Ok(principal) => {
             subject = (!principal.is_anonymous()).then(|| principal.subject.clone());
@@ -136,7 +141,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
                 }
                 response
             } else {
-                drain_small_body(request).await;
+                let drained = drain_small_body(request).await;
                 let retry_after = decision
                     .retry_after
                     .map(|wait| wait.as_secs().max(1))
@@ -148,7 +153,11 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
                 )
                 .into_response();
                 decision.apply_headers(response.headers_mut());
-                response
+                if drained {
+                    response
+                } else {
+                    close_connection(response)
+                }
             }
         }
     };
@@ -163,9 +172,21 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
 /// client's keep-alive connection stays usable: a connection whose request
 /// body was left unread is closed, and a client that already reused it sees
 /// a transport error instead of our answer.
-async fn drain_small_body(request: Request) {
+async fn drain_small_body(request: Request) -> bool {
     const DRAIN_LIMIT: usize = 64 * 1024;
-    let _ = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT).await;
+    axum::body::to_bytes(request.into_body(), DRAIN_LIMIT)
+        .await
+        .is_ok()
+}
+
+/// Marks a response as the last on its connection (its request body was
+/// left unread).
+fn close_connection(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// Every execute and every error becomes a request log row.

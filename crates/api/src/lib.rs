@@ -114,9 +114,12 @@ async fn refuse_declared_oversize(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     match declared {
+        // The body stays unread, so this connection cannot carry another
+        // request: say so, or a client may reuse it and fail.
         Some(length) if length > limit as u64 => ApiError::payload_too_large(format!(
             "request body of {length} bytes is over the limit of {limit} bytes"
         ))
+        .with_header(header::CONNECTION, HeaderValue::from_static("close"))
         .into_response(),
         _ => next.run(request).await,
     }
