@@ -32,6 +32,35 @@ enum Command {
     Migrate,
 }
 
+/// Every connection and every warm worker's pipes hold descriptors; the
+/// usual soft limit of 1024 runs out under a few hundred connections, so
+/// take what the hard limit allows.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read only the struct we pass.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let wanted = limit.rlim_max;
+        if limit.rlim_cur >= wanted {
+            return;
+        }
+        limit.rlim_cur = wanted;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+    };
+    if raised {
+        tracing::info!(open_files = limit.rlim_cur, "raised the open-file limit");
+    } else {
+        tracing::warn!(
+            "could not raise the open-file limit; many connections or workers may fail with EMFILE"
+        );
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::from_process_env() {
@@ -42,6 +71,7 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init_tracing(config.log_format);
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
