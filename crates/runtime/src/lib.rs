@@ -251,6 +251,13 @@ pub trait LanguageRuntime: Send + Sync + 'static {
     /// must not wait for that warm-up.
     async fn prepare(&self, script: &Script) -> Result<Prepared, RuntimeError>;
 
+    /// Whether this process already holds a compiled artifact for
+    /// `script.hash` (in memory or on local disk), so core need not fetch
+    /// the stored one from the database before `prepare`.
+    fn has_local_artifact(&self, _script: &Script) -> bool {
+        false
+    }
+
     /// Run the script once with `event_json` (the serialized event object of
     /// API.md) as its input.
     async fn execute(
@@ -268,9 +275,10 @@ pub trait LanguageRuntime: Send + Sync + 'static {
 }
 
 /// The runtimes of every language this process can run, by language.
+/// Cheap to clone (it is shared, not copied, into every request's state).
 #[derive(Clone, Default)]
 pub struct Runtimes {
-    by_language: BTreeMap<Language, Arc<dyn LanguageRuntime>>,
+    by_language: Arc<BTreeMap<Language, Arc<dyn LanguageRuntime>>>,
 }
 
 impl Runtimes {
@@ -279,7 +287,7 @@ impl Runtimes {
     }
 
     pub fn with(mut self, runtime: Arc<dyn LanguageRuntime>) -> Self {
-        self.by_language.insert(runtime.language(), runtime);
+        Arc::make_mut(&mut self.by_language).insert(runtime.language(), runtime);
         self
     }
 
