@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lambda_store::{RequestLog, Store};
+use lambda_store::{ExecutionCount, RequestLog, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -194,16 +194,20 @@ async fn write(store: &dyn Store, pending: &mut Pending) -> lambda_store::Result
             .increment(pending.requests.len() as u64);
         pending.requests.clear();
     }
-    // Counters are removed one by one as they land so a failure midway does
-    // not count any session twice on retry.
-    let request_ids: Vec<String> = pending.executions.keys().cloned().collect();
-    for request_id in request_ids {
-        if let Some(&(count, at)) = pending.executions.get(&request_id) {
-            store
-                .record_executions(&request_id, count, at, false)
-                .await?;
-            pending.executions.remove(&request_id);
-        }
+    if !pending.executions.is_empty() {
+        let counts: Vec<ExecutionCount> = pending
+            .executions
+            .iter()
+            .map(|(request_id, &(count, at))| ExecutionCount {
+                request_id: request_id.clone(),
+                count,
+                last_executed_at: at,
+            })
+            .collect();
+        // One statement: it lands whole or not at all, so a retry never
+        // counts a session twice.
+        store.record_execution_counts(&counts).await?;
+        pending.executions.clear();
     }
     Ok(())
 }

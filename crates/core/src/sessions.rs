@@ -270,20 +270,22 @@ impl Sessions {
         metadata.insert("retain_session".into(), Value::Bool(options.retain_session));
 
         let runtime = self.runtime_for(language)?;
-        let hash = scripts::script_hash(language, &source, &compile_options);
-        let stored_artifact = if has_artifacts(language) {
-            self.store.find_artifact(&hash).await?
-        } else {
-            None
-        };
-        let artifact_reused = stored_artifact.is_some();
         let mut script = build_script(
             language,
             &source,
             compile_options.clone(),
             caller.subject.as_deref(),
-            stored_artifact,
+            None,
         );
+        // A stored artifact is fetched (megabytes, for Rust) only when this
+        // replica does not hold one already.
+        let mut artifact_reused = has_artifacts(language) && runtime.has_local_artifact(&script);
+        if has_artifacts(language) && !artifact_reused {
+            if let Some(stored) = self.store.find_artifact(&script.hash).await? {
+                script.artifact = Some(Arc::new(stored));
+                artifact_reused = true;
+            }
+        }
         let prepared = runtime.prepare(&script).await;
 
         let now = Utc::now();

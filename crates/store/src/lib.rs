@@ -103,6 +103,15 @@ pub struct SessionRecord {
     pub metadata: Value,
 }
 
+/// Executions of one session counted behind the hot path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionCount {
+    pub request_id: String,
+    pub count: i64,
+    /// The latest execution; stored only if later than what is stored.
+    pub last_executed_at: DateTime<Utc>,
+}
+
 /// `predefined` (seeded, shipped with the platform) or `dynamic` (registered
 /// through the API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +249,9 @@ pub trait Store: Send + Sync + 'static {
         last_executed_at: DateTime<Utc>,
         complete: bool,
     ) -> Result<Option<SessionRecord>>;
+    /// Apply many sessions' write-behind counters in one round trip,
+    /// without reading the rows back. Sessions that are gone are skipped.
+    async fn record_execution_counts(&self, counts: &[ExecutionCount]) -> Result<()>;
     /// Returns whether a session was deleted.
     async fn delete_session(&self, request_id: &str) -> Result<bool>;
     /// Delete sessions whose `expires_at` is before `now`; returns how many.

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::common::{self, conflict_or_database};
 use crate::seeds::{SEEDS, SYSTEM_USER};
 use crate::{
-    FunctionFilter, FunctionKind, FunctionRecord, FunctionUpdate, NewFunction, RequestLog, Result,
-    SessionRecord, SessionStatus, Store, StoreError,
+    ExecutionCount, FunctionFilter, FunctionKind, FunctionRecord, FunctionUpdate, NewFunction,
+    RequestLog, Result, SessionRecord, SessionStatus, Store, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -341,6 +341,29 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn record_execution_counts(&self, counts: &[ExecutionCount]) -> Result<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let request_ids: Vec<&str> = counts.iter().map(|c| c.request_id.as_str()).collect();
+        let increments: Vec<i64> = counts.iter().map(|c| c.count).collect();
+        let times: Vec<DateTime<Utc>> = counts.iter().map(|c| c.last_executed_at).collect();
+        // One statement for the whole flush; GREATEST skips a NULL, and keeps
+        // last_executed_at moving forward when batches land out of order.
+        sqlx::query(
+            "UPDATE meta.sessions s SET execution_count = s.execution_count + c.count, \
+             last_executed_at = GREATEST(s.last_executed_at, c.at) \
+             FROM UNNEST($1::text[], $2::bigint[], $3::timestamptz[]) AS c(request_id, count, at) \
+             WHERE s.request_id = c.request_id",
+        )
+        .bind(&request_ids)
+        .bind(&increments)
+        .bind(&times)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn delete_session(&self, request_id: &str) -> Result<bool> {

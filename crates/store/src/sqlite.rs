@@ -18,8 +18,8 @@ use uuid::Uuid;
 use crate::common::{self, conflict_or_database};
 use crate::seeds::{SEEDS, SYSTEM_USER};
 use crate::{
-    FunctionFilter, FunctionKind, FunctionRecord, FunctionUpdate, NewFunction, RequestLog, Result,
-    SessionRecord, SessionStatus, Store, StoreError,
+    ExecutionCount, FunctionFilter, FunctionKind, FunctionRecord, FunctionUpdate, NewFunction,
+    RequestLog, Result, SessionRecord, SessionStatus, Store, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -382,6 +382,29 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn record_execution_counts(&self, counts: &[ExecutionCount]) -> Result<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        // SQLite is in-process: one transaction of small updates is the
+        // cheap way, and it commits all or nothing.
+        let mut transaction = self.pool.begin().await?;
+        for count in counts {
+            sqlx::query(
+                "UPDATE sessions SET execution_count = execution_count + ?2, \
+                 last_executed_at = CASE WHEN last_executed_at IS NULL OR last_executed_at < ?3 \
+                 THEN ?3 ELSE last_executed_at END WHERE request_id = ?1",
+            )
+            .bind(&count.request_id)
+            .bind(count.count)
+            .bind(encode_time(count.last_executed_at))
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
     }
 
     async fn delete_session(&self, request_id: &str) -> Result<bool> {

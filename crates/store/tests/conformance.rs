@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::{bail, ensure, Context, Result};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use lambda_store::{
-    ErrorLog, FunctionFilter, FunctionKind, FunctionUpdate, NewFunction, PostgresStore, RequestLog,
-    SessionRecord, SessionStatus, SqliteStore, Store, StoreError,
+    ErrorLog, ExecutionCount, FunctionFilter, FunctionKind, FunctionUpdate, NewFunction,
+    PostgresStore, RequestLog, SessionRecord, SessionStatus, SqliteStore, Store, StoreError,
 };
 use lambda_testkit::postgres::TestDatabase;
 use serde_json::json;
@@ -335,6 +335,41 @@ mod cases {
         ensure!(store.delete_session("req-lifecycle").await?);
         ensure!(!store.delete_session("req-lifecycle").await?);
         ensure!(store.get_session("req-lifecycle").await?.is_none());
+        Ok(())
+    }
+
+    pub async fn execution_counts_in_one_batch(harness: Harness) -> Result<()> {
+        let harness = harness.migrated().await?;
+        let store = &harness.store;
+        let expires = now() + Duration::hours(1);
+        for id in ["req-batch-a", "req-batch-b"] {
+            store.insert_session(&session(id, expires)).await?;
+        }
+        let first = now();
+        let count = |id: &str, count: i64, at| ExecutionCount {
+            request_id: id.to_string(),
+            count,
+            last_executed_at: at,
+        };
+        store
+            .record_execution_counts(&[
+                count("req-batch-a", 3, first),
+                count("req-batch-b", 1, first),
+                count("req-batch-gone", 5, first),
+            ])
+            .await?;
+        // A later flush with an older time: counted, time kept.
+        store
+            .record_execution_counts(&[count("req-batch-a", 2, first - Duration::seconds(5))])
+            .await?;
+        store.record_execution_counts(&[]).await?;
+        let a = store.get_session("req-batch-a").await?.context("a")?;
+        let b = store.get_session("req-batch-b").await?.context("b")?;
+        ensure!(a.execution_count == 5, "a counted {}", a.execution_count);
+        ensure!(a.last_executed_at == Some(first));
+        ensure!(b.execution_count == 1 && b.last_executed_at == Some(first));
+        ensure!(a.status == SessionStatus::Active);
+        ensure!(store.get_session("req-batch-gone").await?.is_none());
         Ok(())
     }
 
@@ -716,6 +751,7 @@ conformance!(
     verify_schema_names_what_is_missing,
     seeds_are_the_original_scripts,
     session_lifecycle,
+    execution_counts_in_one_batch,
     expiry_and_active_count,
     timestamps_round_trip_at_microseconds,
     artifact_lookup_by_hash,
