@@ -308,9 +308,10 @@ impl Sessions {
             ),
             Err(other) => return Err(Error::Runtime(other.clone())),
         };
-        let compiled_artifact = new_artifact
-            .clone()
-            .or_else(|| script.artifact.as_ref().map(|artifact| artifact.to_vec()));
+        // Stored once per script: a reused artifact is already in the
+        // database, and re-storing megabytes per session is what made
+        // cached initializes slow.
+        let compiled_artifact = if artifact_reused { None } else { new_artifact };
         let record = SessionRecord {
             request_id: request_id.clone(),
             language_title: language_title.canonical(),
@@ -341,9 +342,9 @@ impl Sessions {
         if let Err(error) = prepared {
             return Err(Error::Runtime(error));
         }
-        if let Some(artifact) = new_artifact {
-            script.artifact = Some(Arc::new(artifact));
-        }
+        // The runtime holds the compiled script now; the cache must not keep
+        // megabytes per session.
+        script.artifact = None;
         self.cache.insert(Arc::new(LiveSession {
             request_id: request_id.clone(),
             language_title: record.language_title.clone(),
@@ -452,7 +453,7 @@ impl Sessions {
                 match tokio::time::timeout(REVALIDATE_TIMEOUT, self.store.get_session(request_id))
                     .await
                 {
-                    Ok(Ok(record)) => self.refresh(request_id, record, now),
+                    Ok(Ok(record)) => self.refresh(request_id, record, now).await,
                     // The database is away: a session we already hold (whose
                     // expiry we still check) keeps running rather than
                     // failing, and is trusted for another window so the
@@ -474,12 +475,12 @@ impl Sessions {
             }
             Cached::Missing => {
                 let record = self.store.get_session(request_id).await?;
-                self.refresh(request_id, record, now)
+                self.refresh(request_id, record, now).await
             }
         }
     }
 
-    fn refresh(
+    async fn refresh(
         &self,
         request_id: &str,
         record: Option<SessionRecord>,
@@ -489,16 +490,30 @@ impl Sessions {
             self.cache.remove(request_id);
             return Err(Error::session_not_found());
         };
-        match self.live_from_record(record, now) {
-            Ok(session) => {
-                self.cache.insert(session.clone());
-                Ok(session)
-            }
+        let mut session = match self.live_from_record(record, now) {
+            Ok(session) => session,
             Err(error) => {
                 self.cache.remove(request_id);
-                Err(error)
+                return Err(error);
+            }
+        };
+        // A replica that never compiled this script (or lost its disk)
+        // gets the stored artifact; the runtime keeps it from then on.
+        if has_artifacts(session.language) {
+            let held = self
+                .runtimes
+                .get(session.language)
+                .is_some_and(|runtime| runtime.has_local_artifact(&session.script));
+            if !held {
+                if let Some(stored) = self.store.find_artifact(&session.script.hash).await? {
+                    let mut with_artifact = (*session).clone();
+                    with_artifact.script.artifact = Some(Arc::new(stored));
+                    session = Arc::new(with_artifact);
+                }
             }
         }
+        self.cache.insert(session.clone());
+        Ok(session)
     }
 
     pub async fn execute(

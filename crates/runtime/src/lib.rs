@@ -246,9 +246,9 @@ pub trait LanguageRuntime: Send + Sync + 'static {
 
     /// Called at initialize (and when a function is registered): validate or
     /// compile the script, reporting load-time errors as
-    /// [`RuntimeError::Initialization`]. May start warming a worker for
-    /// `script.worker_key` in the background so the first execute is warm;
-    /// must not wait for that warm-up.
+    /// [`RuntimeError::Initialization`]. Languages with worker processes
+    /// answer only once a worker for `script.worker_key` is started and
+    /// holds the script, so the first execute is as warm as the next.
     async fn prepare(&self, script: &Script) -> Result<Prepared, RuntimeError>;
 
     /// Whether this process already holds a compiled artifact for

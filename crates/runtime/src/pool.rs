@@ -532,8 +532,12 @@ impl Inner {
         self.replenish();
     }
 
-    /// Starts blank workers in the background until the target is met (or
-    /// the cap is reached).
+    /// Starts blank workers in the background until the target is met. At
+    /// the cap, the least recently used idle specialized worker gives its
+    /// slot to a blank one (a busy worker never does): otherwise, once
+    /// specialized workers fill the cap, every new script would pay an
+    /// eviction plus a sandboxed process start on its request path, while
+    /// an evicted key only pays a `load` into a blank worker.
     fn replenish(self: &Arc<Self>) {
         if !self.program.supports_blank_workers() || self.settings.blank_workers == 0 {
             return;
@@ -546,15 +550,30 @@ impl Inner {
             return;
         }
         let mut n_start = 0;
-        while state.blank.len() + state.n_blank_starting < self.settings.blank_workers
-            && state.n_live < self.settings.max_workers
-        {
-            state.n_live += 1;
+        let mut evicted = Vec::new();
+        while state.blank.len() + state.n_blank_starting < self.settings.blank_workers {
+            // Blank workers never take the last slot by eviction: with as
+            // many of them as the cap, every script would lose its warm
+            // worker right after prepare.
+            let leaves_a_slot =
+                state.blank.len() + state.n_blank_starting + 1 < self.settings.max_workers;
+            if state.n_live < self.settings.max_workers {
+                state.n_live += 1;
+            } else if let Some(victim) = leaves_a_slot.then(|| state.take_lru_idle()).flatten() {
+                // The victim's slot passes straight to the new blank worker.
+                state.infos.remove(&victim.id);
+                evicted.push(victim);
+            } else {
+                break;
+            }
             state.n_blank_starting += 1;
             n_start += 1;
         }
         self.publish(&state);
         drop(state);
+        for victim in evicted {
+            self.kill_process(victim, "evicted");
+        }
         for _ in 0..n_start {
             let inner = Arc::clone(self);
             handle.spawn(async move {

@@ -531,16 +531,28 @@ impl LanguageRuntime for RustRuntime {
             wasm.load_binary(&format!("rust:{}", path.display()), Arc::new(bytes))
                 .await?;
         } else {
-            // Warm a worker without making initialize wait for it.
-            let pool = ready.pool.clone();
-            let script = script.clone();
-            tokio::spawn(async move {
-                if let Err(error) = pool.prepare(&script).await {
-                    tracing::debug!(%error, "warming a Rust worker failed");
+            // Answer only once a worker holding this script is started and
+            // loaded, as Node.js and Python do: otherwise the first execute
+            // pays (or waits for) the process start.
+            match ready.pool.prepare(script).await {
+                Ok(()) => {}
+                // A saturated pool says nothing about the script, and the
+                // compiled artifact must still reach core: the first
+                // execute queues for a worker instead.
+                Err(RuntimeError::Busy { waited_ms, .. }) => {
+                    tracing::debug!(waited_ms, "no Rust worker free to warm at prepare");
                 }
-            });
+                Err(error) => return Err(error),
+            }
         }
         Ok(Prepared { artifact })
+    }
+
+    fn has_local_artifact(&self, script: &Script) -> bool {
+        // The same path `ensure_binary` uses; one stat, so a binary removed
+        // behind the service's back is fetched again rather than trusted.
+        self.artifact_path(script)
+            .is_some_and(|path| path.is_file())
     }
 
     async fn execute(

@@ -538,7 +538,6 @@ pub fn spawn_as(
     if !per_worker_uid {
         rlimits.processes = None;
     }
-    apply_rlimits(&mut command, &rlimits);
 
     // (descriptor now, descriptor in the child): the frame channels on 3
     // and 4, then the files for bwrap.
@@ -591,6 +590,11 @@ pub fn spawn_as(
             Ok(())
         });
     }
+    // Last, after every descriptor manipulation: pre_exec closures run in
+    // registration order, and with RLIMIT_NOFILE already lowered the
+    // F_DUPFD_CLOEXEC above fails with EMFILE as soon as the service holds
+    // more descriptors than the limit (the lowest free one is above it).
+    apply_rlimits(&mut command, &rlimits);
     let child = command.spawn()?;
     // The child holds its own copies now; ours must close so EOF on the
     // response pipe means "the worker is gone".
@@ -610,6 +614,10 @@ pub fn spawn_as(
 /// Sets `rlimits` on whatever `command` starts (and everything that
 /// starts), without the worker channels of [`spawn`]: for tools run in the
 /// sandbox, like a compiler. Applied as given: RLIMIT_NPROC too.
+///
+/// Register it as the last `pre_exec` of `command`: a later closure that
+/// allocates descriptors would run under the lowered RLIMIT_NOFILE and fail
+/// with EMFILE whenever the service holds more descriptors than the limit.
 pub fn apply_rlimits(command: &mut Command, rlimits: &Rlimits) {
     let limits = rlimits.to_libc();
     // SAFETY: only setrlimit (async-signal-safe) between fork and exec, on

@@ -649,6 +649,94 @@ async fn lru_eviction_release_and_cap() {
     );
 }
 
+/// Host pids of the blank workers, once `n` are ready (or the wait failed).
+async fn blank_pids(pool: &lambda_runtime::WorkerPool, n: usize) -> Vec<u32> {
+    use lambda_runtime::pool::WorkerState;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let blank: Vec<u32> = pool
+            .workers()
+            .iter()
+            .filter(|w| w.state == WorkerState::Blank)
+            .map(|w| w.pid)
+            .collect();
+        if blank.len() >= n || Instant::now() > deadline {
+            return blank;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_pool_keeps_blank_workers_ready_for_new_scripts() {
+    let config = lambda_runtime::RuntimeConfig {
+        blank_workers_per_language: 2,
+        max_workers_per_language: 4,
+        ..support::config()
+    };
+    let rt = runtime(Language::Nodejs, &config);
+    let pool = rt.pool().unwrap().clone();
+    let scripts: Vec<_> = (0..6)
+        .map(|i| script(Language::Nodejs, &format!("return {i};")))
+        .collect();
+    for (i, s) in scripts.iter().enumerate() {
+        // Idle specialized workers fill the cap from the third script on:
+        // the LRU one must give its slot to a blank worker.
+        let blank = blank_pids(&pool, 2).await;
+        assert_eq!(blank.len(), 2, "before script {i}: {:?}", pool.workers());
+        rt.prepare(s).await.unwrap();
+        let used = pool.worker_pids(&s.worker_key);
+        assert!(
+            used.len() == 1 && blank.contains(&used[0]),
+            "script {i} ran on {used:?}, not on a blank worker of {blank:?} (a process start on its path)"
+        );
+        assert_eq!(
+            rt.execute(s, &event(json!({})), &limits())
+                .await
+                .unwrap()
+                .result,
+            json!(i)
+        );
+        assert!(pool.workers().len() <= 4, "{:?}", pool.workers());
+    }
+    // The newest script stays warm; the oldest made room.
+    assert_eq!(pool.worker_pids(&scripts[5].worker_key).len(), 1);
+    assert!(pool.worker_pids(&scripts[0].worker_key).is_empty());
+}
+
+#[tokio::test]
+async fn blank_workers_never_evict_the_last_warm_worker() {
+    // As many blank workers as the cap: refilling them must not take the
+    // one slot a prepared script needs to stay warm.
+    let config = lambda_runtime::RuntimeConfig {
+        blank_workers_per_language: 2,
+        max_workers_per_language: 2,
+        ..support::config()
+    };
+    let rt = runtime(Language::Nodejs, &config);
+    let pool = rt.pool().unwrap().clone();
+    assert_eq!(blank_pids(&pool, 2).await.len(), 2);
+    let s = script(Language::Nodejs, "return 1;");
+    rt.prepare(&s).await.unwrap();
+    let warm = pool.worker_pids(&s.worker_key);
+    assert_eq!(warm.len(), 1);
+    // Past the delay before blank workers are refilled.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        pool.worker_pids(&s.worker_key),
+        warm,
+        "{:?}",
+        pool.workers()
+    );
+    assert_eq!(
+        rt.execute(&s, &event(json!({})), &limits())
+            .await
+            .unwrap()
+            .result,
+        json!(1)
+    );
+}
+
 #[tokio::test]
 async fn concurrent_executes_of_one_script() {
     let (rt, _c) = node();

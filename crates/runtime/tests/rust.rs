@@ -613,3 +613,61 @@ async fn warm_execute_loop() {
         (started.elapsed() / n_executes).as_micros()
     );
 }
+
+/// Initialize answers once a worker holding the script is running, so the
+/// first execute needs no process start (and no compile).
+#[tokio::test]
+async fn prepare_leaves_a_loaded_worker_and_reports_the_local_binary() {
+    use lambda_runtime::pool::WorkerState;
+    let nonce = format!("{:?}", Instant::now());
+    let source = format!(
+        "// {nonce}\npub fn handler(v: serde_json::Value) -> Result<serde_json::Value, String> {{ Ok(v[\"params\"].clone()) }}\n"
+    );
+    let runtime = runtime();
+    let mut fresh = debug(&source);
+    assert!(
+        !runtime.has_local_artifact(&fresh),
+        "nothing compiled this source yet"
+    );
+    let prepared = runtime.prepare(&fresh).await.map_err(|e| format!("{e:?}"));
+    let Ok(prepared) = prepared else {
+        panic!("{prepared:?}");
+    };
+    assert!(runtime.has_local_artifact(&fresh), "the binary is on disk");
+    let pool = runtime.pool().expect("rust runs here");
+    let warm: Vec<_> = pool
+        .workers()
+        .into_iter()
+        .filter(|w| w.worker_key.as_deref() == Some(fresh.worker_key.as_str()))
+        .collect();
+    assert!(
+        warm.len() == 1 && warm[0].state == WorkerState::Idle,
+        "prepare returned before its worker was ready: {warm:?}"
+    );
+    let pid = warm[0].pid;
+    let output = runtime.execute(&fresh, &event(json!([7])), &limits()).await;
+    assert_eq!(result(output), Ok(json!([7])));
+    assert_eq!(
+        pool.worker_pids(&fresh.worker_key),
+        vec![pid],
+        "the first execute ran on the worker prepare started"
+    );
+
+    // Another replica (or a restart) with the stored artifact: prepare
+    // writes it and starts the worker, still quickly.
+    runtime.shutdown().await;
+    let path = runtime.artifact_path(&fresh).expect("rust runs here");
+    std::fs::remove_file(&path).expect("the binary was on disk");
+    let second = self::runtime();
+    assert!(!second.has_local_artifact(&fresh), "the binary was removed");
+    fresh.artifact = prepared.artifact.map(Arc::new);
+    let started = Instant::now();
+    let again = second.prepare(&fresh).await;
+    let elapsed = started.elapsed();
+    assert!(again.is_ok(), "{again:?}");
+    assert!(second.has_local_artifact(&fresh));
+    println!("rust prepare with a stored artifact (worker started): {elapsed:?}");
+    let output = second.execute(&fresh, &event(json!([8])), &limits()).await;
+    assert_eq!(result(output), Ok(json!([8])));
+    second.shutdown().await;
+}

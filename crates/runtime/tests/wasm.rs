@@ -208,6 +208,39 @@ async fn an_infinite_loop_times_out() {
     );
 }
 
+/// Short executes run their first slice on the calling task; a CPU-bound
+/// guest must still leave the (here single-threaded) reactor free after
+/// one epoch tick rather than hold it until its timeout.
+#[tokio::test]
+async fn a_spinning_guest_does_not_hold_the_reactor() {
+    let source = module(r#"(func (export "_start") (loop $spin (br $spin)))"#);
+    let runtime = runtime();
+    let script = script(&source);
+    runtime.prepare(&script).await.unwrap();
+    let limits = Limits {
+        timeout: Duration::from_secs(2),
+        ..limits()
+    };
+    let spinning = {
+        let runtime = runtime.clone();
+        tokio::spawn(async move { runtime.execute(&script, "{}", &limits).await })
+    };
+    // Let the guest start on this very thread.
+    tokio::task::yield_now().await;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let woke_after = started.elapsed();
+    assert!(
+        woke_after < Duration::from_millis(500),
+        "a 20 ms timer fired after {woke_after:?}: the guest held the reactor"
+    );
+    let outcome = spinning.await.unwrap();
+    assert!(
+        matches!(outcome, Err(RuntimeError::Timeout { timeout_ms: 2000 })),
+        "{outcome:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_guest_sleeping_in_a_host_call_times_out_too() {
     // poll_oneoff on one relative clock subscription of an hour: epochs
@@ -397,6 +430,33 @@ async fn every_execute_gets_a_fresh_instance() {
 }
 
 #[tokio::test]
+async fn memory_is_fresh_past_the_part_kept_resident_too() {
+    // Teardown zeroes the first MiB with memset and decommits the rest:
+    // both parts, including pages the guest grew, start at zero again.
+    let source = module(
+        r#"(func (export "_start")
+             (drop (memory.grow (i32.const 62)))
+             (i32.store8 (i32.const 3145728) (i32.add (i32.load8_u (i32.const 3145728)) (i32.const 1)))
+             (i32.store8 (i32.const 100000) (i32.add (i32.load8_u (i32.const 100000)) (i32.const 1)))
+             (i32.store8 (i32.const 16) (i32.add (i32.const 48) (i32.load8_u (i32.const 3145728))))
+             (i32.store8 (i32.const 18) (i32.add (i32.const 48) (i32.load8_u (i32.const 100000))))
+             (call $write (i32.const 1) (i32.const 15) (i32.const 5)))
+           (data (i32.const 15) "[0,0]")"#,
+    );
+    let runtime = runtime();
+    let script = script(&source);
+    let prepared = runtime.prepare(&script).await.map_err(|e| e.to_string());
+    assert!(prepared.is_ok(), "{prepared:?}");
+    for _ in 0..20 {
+        let output = runtime
+            .execute(&script, "{}", &limits())
+            .await
+            .map_err(|e| e.to_string());
+        assert_eq!(output.map(|o| o.result), Ok(json!([1, 1])));
+    }
+}
+
+#[tokio::test]
 async fn the_guest_sees_no_files_no_environment_and_one_argument() {
     // path_open on fd 3 (there are no preopens) must fail; environ and args
     // counts are written as digits.
@@ -554,4 +614,58 @@ async fn warm_execute_loop() {
         "wasm warm execute: {} µs per execute over {n_executes}",
         per_execute.as_micros()
     );
+}
+
+/// Per-execute cost of a tiny module (instantiate, run, tear down), one at
+/// a time and 32 at once. Run with
+/// `cargo test --release -p lambda-runtime --test wasm -- --ignored --nocapture execute_loop`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing; run alone in release mode"]
+async fn execute_loop_timing() {
+    let runtime = runtime();
+    let script = script(&echo());
+    runtime.prepare(&script).await.unwrap();
+    let event = json!({"params": {"a": 1, "b": 2}}).to_string();
+    let n: u32 = 5000;
+    let started = Instant::now();
+    for _ in 0..n {
+        let out = runtime.execute(&script, &event, &limits()).await.unwrap();
+        assert_eq!(out.result["params"]["a"], json!(1));
+    }
+    let sequential = started.elapsed() / n;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let runtime = runtime.clone();
+            let script = script.clone();
+            let event = event.clone();
+            tokio::spawn(async move {
+                for _ in 0..n / 32 {
+                    let out = runtime.execute(&script, &event, &limits()).await.unwrap();
+                    assert_eq!(out.result["params"]["b"], json!(2));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let concurrent = started.elapsed();
+    println!(
+        "wasm execute: {} µs each one at a time; {:.0} executes/s with 32 at once",
+        sequential.as_micros(),
+        f64::from(n / 32 * 32) / concurrent.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn a_compiled_module_counts_as_a_local_artifact() {
+    let runtime = runtime();
+    let script = script(&module(
+        r#"(data (i32.const 16) "\"local\"")
+           (func (export "_start") (call $write (i32.const 1) (i32.const 16) (i32.const 7)))"#,
+    ));
+    assert!(!runtime.has_local_artifact(&script));
+    runtime.prepare(&script).await.unwrap();
+    assert!(runtime.has_local_artifact(&script));
 }

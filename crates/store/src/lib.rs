@@ -237,6 +237,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// `StoreError::Conflict` when `request_id` is taken.
     async fn insert_session(&self, session: &SessionRecord) -> Result<()>;
+    /// The session without its `compiled_artifact` (always `None` here: it
+    /// can be megabytes; fetch it with [`Store::find_artifact`]).
     async fn get_session(&self, request_id: &str) -> Result<Option<SessionRecord>>;
     /// Count `count` executions, the last at `last_executed_at`; with
     /// `complete`, mark the session `completed`. Core batches these (write

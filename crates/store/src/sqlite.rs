@@ -44,6 +44,11 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 const SESSION_COLUMNS: &str = "request_id, language_title, user_id, created_at, expires_at, \
      last_executed_at, execution_count, status, context, script_content, script_hash, \
      compiled_artifact, compile_options, compile_status, compile_error, metadata";
+// Reads leave the artifact out: it can be megabytes, and a hot session is
+// re-read every revalidation window. `find_artifact` fetches it on demand.
+const SESSION_READ_COLUMNS: &str = "request_id, language_title, user_id, created_at, expires_at, \
+     last_executed_at, execution_count, status, context, script_content, script_hash, \
+     NULL AS compiled_artifact, compile_options, compile_status, compile_error, metadata";
 
 const FUNCTION_SELECT: &str = "SELECT f.id, f.language, f.title, f.language_title, \
      f.description, f.schema_definition, f.examples, f.compile_options, f.tags, f.version, \
@@ -351,7 +356,7 @@ impl Store for SqliteStore {
 
     async fn get_session(&self, request_id: &str) -> Result<Option<SessionRecord>> {
         let row = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE request_id = ?1"
+            "SELECT {SESSION_READ_COLUMNS} FROM sessions WHERE request_id = ?1"
         ))
         .bind(request_id)
         .fetch_optional(&self.pool)
@@ -373,7 +378,7 @@ impl Store for SqliteStore {
              last_executed_at = CASE WHEN last_executed_at IS NULL OR last_executed_at < ?3 \
              THEN ?3 ELSE last_executed_at END, \
              status = CASE WHEN ?4 THEN 'completed' ELSE status END \
-             WHERE request_id = ?1 RETURNING {SESSION_COLUMNS}"
+             WHERE request_id = ?1 RETURNING {SESSION_READ_COLUMNS}"
         ))
         .bind(request_id)
         .bind(count)

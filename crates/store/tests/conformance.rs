@@ -452,6 +452,10 @@ mod cases {
         with.compile_status = Some("success".to_string());
         store.insert_session(&with).await?;
         ensure!(store.find_artifact("shared-hash").await? == Some(artifact));
+        // Reads of the session leave the (possibly large) artifact out.
+        let read = store.get_session("with-artifact").await?.context("with")?;
+        ensure!(read.compiled_artifact.is_none());
+        ensure!(read.compile_status.as_deref() == Some("success"));
         ensure!(store.find_artifact("other-hash").await?.is_none());
         Ok(())
     }

@@ -125,7 +125,7 @@ pub async fn first_vs_warm(
 
 /// A script of `language` that doubles `params.a`: what every hostile test
 /// runs afterwards to show the runtime still serves new sessions.
-fn doubler(language: Language) -> &'static str {
+pub fn doubler(language: Language) -> &'static str {
     match language {
         Language::Nodejs => "return event.params.a * 2;",
         Language::Python => "def handle(params):\n    return params['a'] * 2\n",
