@@ -477,8 +477,10 @@ mod tests {
     #[test]
     fn handle_style_and_private_handlers_are_recognised() {
         assert_eq!(
-            detect_style("pub fn handle(event: &str) -> Result<String, String> { todo!() }")
-                .map_err(|e| e.to_string()),
+            detect_style(
+                "pub fn handle(event: &str) -> Result<String, String> { Ok(event.to_string()) }"
+            )
+            .map_err(|e| e.to_string()),
             Ok(HandlerStyle::Handle)
         );
         let private = detect_style("use x;\n\nfn handler(v: Value) {}");
