@@ -329,5 +329,6 @@ mod tests {
         let missing =
             Config::from_env(&env(&[("DATABASE_URL_FILE", "/nonexistent/x")])).unwrap_err();
         assert_eq!(missing.variable, "DATABASE_URL_FILE");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
