@@ -622,3 +622,32 @@ async fn secrets_never_reach_the_request_logs() {
     }
     assert_eq!(rows[0].0.as_ref().unwrap()["params"]["a"], 1, "{stored}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_have_their_own_listener() {
+    let metrics_port = lambda_testkit::service::free_port().unwrap();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let harness = Harness::start(
+        Backend::Sqlite,
+        &[("JWT_SECRET", SECRET), ("METRICS_ADDR", &metrics_addr)],
+    )
+    .await;
+    let response = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .expect("metrics listener");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("# TYPE"), "{text}");
+    // The main listener still serves them too, without a token.
+    assert_eq!(
+        harness
+            .api
+            .client
+            .get(format!("{}/metrics", harness.api.base_url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
