@@ -86,17 +86,9 @@ async fn token_failures_are_401_and_scopes_403() {
             None => api.clone(),
         };
         let reply = client
-            .post(
-                "/api/v1/initialize",
-                &[("Language-Title", "nodejs-x")],
-                &json!({"script_content": ADD}),
-            )
+            .initialize_reply("nodejs-x", &json!({"script_content": ADD}))
             .await;
-        assert_eq!(
-            (reply.status, reply.code()),
-            (401, "UNAUTHORIZED"),
-            "{case}: {reply:?}"
-        );
+        reply.assert_error(401, "UNAUTHORIZED", case);
         if let Some(token) = &token {
             assert!(
                 !reply.body.to_string().contains(token.as_str()),
@@ -121,23 +113,11 @@ async fn token_failures_are_401_and_scopes_403() {
         .unwrap(),
     );
     let reply = reader
-        .post(
-            "/api/v1/initialize",
-            &[("Language-Title", "nodejs-x")],
-            &json!({"script_content": ADD}),
-        )
+        .initialize_reply("nodejs-x", &json!({"script_content": ADD}))
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (403, "FORBIDDEN"),
-        "{reply:?}"
-    );
+    reply.assert_error(403, "FORBIDDEN", "");
     let reply = reader.execute(&id, json!({"a": 1, "b": 2})).await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (403, "FORBIDDEN"),
-        "{reply:?}"
-    );
+    reply.assert_error(403, "FORBIDDEN", "");
     let reply = reader
         .post(
             "/api/v1/functions",
@@ -145,27 +125,15 @@ async fn token_failures_are_401_and_scopes_403() {
             &json!({"language_title": "nodejs-f", "script_content": ADD}),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (403, "FORBIDDEN"),
-        "{reply:?}"
-    );
+    reply.assert_error(403, "FORBIDDEN", "");
     assert_eq!(reader.get("/api/v1/functions").await.status, 200);
     let python_only = api.with_token(
         &mint_hs256_claims(SECRET, &claims(json!({"scope": "execute:python"}))).unwrap(),
     );
     let reply = python_only
-        .post(
-            "/api/v1/initialize",
-            &[("Language-Title", "nodejs-x")],
-            &json!({"script_content": ADD}),
-        )
+        .initialize_reply("nodejs-x", &json!({"script_content": ADD}))
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (403, "FORBIDDEN"),
-        "{reply:?}"
-    );
+    reply.assert_error(403, "FORBIDDEN", "");
     assert_eq!(
         python_only
             .initialize_script("python-ok", "result = 1")
@@ -181,11 +149,7 @@ async fn token_failures_are_401_and_scopes_403() {
         bob.get(&format!("/api/v1/sessions/{id}")).await,
         bob.delete(&format!("/api/v1/sessions/{id}")).await,
     ] {
-        assert_eq!(
-            (reply.status, reply.code()),
-            (404, "NOT_FOUND"),
-            "{reply:?}"
-        );
+        reply.assert_error(404, "NOT_FOUND", "");
     }
     assert_eq!(
         alice.get(&format!("/api/v1/sessions/{id}")).await.status,
@@ -203,11 +167,7 @@ async fn token_failures_are_401_and_scopes_403() {
     assert_eq!(reply.status, 201, "{reply:?}");
     assert_eq!(reply.body["user_id"], "alice");
     let reply = bob.delete("/api/v1/functions/nodejs-alices").await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (403, "FORBIDDEN"),
-        "{reply:?}"
-    );
+    reply.assert_error(403, "FORBIDDEN", "");
     let admin = api.with_token(
         &mint_hs256_claims(SECRET, &claims(json!({"sub": "root", "scope": "admin"}))).unwrap(),
     );
@@ -274,22 +234,14 @@ async fn an_hs256_token_signed_with_the_rs256_public_key_is_refused() {
         .with_token(&confused)
         .execute(&id, json!({}))
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (401, "UNAUTHORIZED"),
-        "{reply:?}"
-    );
+    reply.assert_error(401, "UNAUTHORIZED", "");
     let unsigned = mint_unsigned(&claims).unwrap();
     let reply = harness
         .api
         .with_token(&unsigned)
         .execute(&id, json!({}))
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (401, "UNAUTHORIZED"),
-        "{reply:?}"
-    );
+    reply.assert_error(401, "UNAUTHORIZED", "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,11 +272,7 @@ async fn the_101st_execute_is_rate_limited_per_subject() {
         assert_eq!(reply.headers["x-ratelimit-limit"], "100");
     }
     let reply = alice.execute(&id, json!({"a": 1, "b": 1})).await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (429, "RATE_LIMITED"),
-        "{reply:?}"
-    );
+    reply.assert_error(429, "RATE_LIMITED", "");
     assert_eq!(reply.headers["x-ratelimit-remaining"], "0");
     let retry_after: u64 = reply.headers["retry-after"]
         .to_str()
@@ -527,11 +475,7 @@ async fn ten_mebibyte_bodies_are_refused_without_buffering() {
             Some(body.into_bytes()),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (413, "PAYLOAD_TOO_LARGE"),
-        "{reply:?}"
-    );
+    reply.assert_error(413, "PAYLOAD_TOO_LARGE", "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

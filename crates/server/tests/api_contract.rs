@@ -21,11 +21,7 @@ on_both_stores!(request_errors_have_their_codes, |backend| async move {
             &json!({"script_content": ADD_BODY_STYLE}),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INVALID_REQUEST"),
-        "missing Language-Title: {reply:?}"
-    );
+    reply.assert_error(400, "INVALID_REQUEST", "missing Language-Title");
     for malformed in [
         "nodejs",
         "nodejs-",
@@ -34,30 +30,14 @@ on_both_stores!(request_errors_have_their_codes, |backend| async move {
         "nodejs-a/b",
     ] {
         let reply = api
-            .post(
-                "/api/v1/initialize",
-                &[("Language-Title", malformed)],
-                &json!({"script_content": ADD_BODY_STYLE}),
-            )
+            .initialize_reply(malformed, &json!({"script_content": ADD_BODY_STYLE}))
             .await;
-        assert_eq!(
-            (reply.status, reply.code()),
-            (400, "INVALID_REQUEST"),
-            "{malformed}: {reply:?}"
-        );
+        reply.assert_error(400, "INVALID_REQUEST", malformed);
     }
     let reply = api
-        .post(
-            "/api/v1/initialize",
-            &[("Language-Title", "cobol-payroll")],
-            &json!({"script_content": "x"}),
-        )
+        .initialize_reply("cobol-payroll", &json!({"script_content": "x"}))
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (404, "NOT_FOUND"),
-        "unknown language: {reply:?}"
-    );
+    reply.assert_error(404, "NOT_FOUND", "unknown language");
 
     let reply = api
         .send(
@@ -67,11 +47,7 @@ on_both_stores!(request_errors_have_their_codes, |backend| async move {
             Some(b"{\"script_content\": ".to_vec()),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INVALID_REQUEST"),
-        "malformed JSON: {reply:?}"
-    );
+    reply.assert_error(400, "INVALID_REQUEST", "malformed JSON");
     let reply = api
         .send(
             reqwest::Method::POST,
@@ -80,51 +56,21 @@ on_both_stores!(request_errors_have_their_codes, |backend| async move {
             Some(b"[1,2]".to_vec()),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INVALID_REQUEST"),
-        "wrong JSON shape: {reply:?}"
-    );
+    reply.assert_error(400, "INVALID_REQUEST", "wrong JSON shape");
 
     let big = format!("return 1; // {}", "x".repeat(3000));
     let reply = api
-        .post(
-            "/api/v1/initialize",
-            &[("Language-Title", "nodejs-big")],
-            &json!({"script_content": big}),
-        )
+        .initialize_reply("nodejs-big", &json!({"script_content": big}))
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (413, "PAYLOAD_TOO_LARGE"),
-        "oversized script: {reply:?}"
-    );
+    reply.assert_error(413, "PAYLOAD_TOO_LARGE", "oversized script");
     let huge = format!("return 1; // {}", "x".repeat(200_000));
     let reply = api
-        .post(
-            "/api/v1/initialize",
-            &[("Language-Title", "nodejs-huge")],
-            &json!({"script_content": huge}),
-        )
+        .initialize_reply("nodejs-huge", &json!({"script_content": huge}))
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (413, "PAYLOAD_TOO_LARGE"),
-        "oversized body: {reply:?}"
-    );
+    reply.assert_error(413, "PAYLOAD_TOO_LARGE", "oversized body");
 
-    let reply = api
-        .post(
-            "/api/v1/initialize",
-            &[("Language-Title", "nodejs-nonexistent")],
-            &json!({}),
-        )
-        .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (404, "NOT_FOUND"),
-        "unknown function: {reply:?}"
-    );
+    let reply = api.initialize_reply("nodejs-nonexistent", &json!({})).await;
+    reply.assert_error(404, "NOT_FOUND", "unknown function");
 
     let reply = api
         .post(
@@ -136,11 +82,7 @@ on_both_stores!(request_errors_have_their_codes, |backend| async move {
             &json!({"script_content": ADD_BODY_STYLE}),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INVALID_REQUEST"),
-        "bad X-Request-ID: {reply:?}"
-    );
+    reply.assert_error(400, "INVALID_REQUEST", "bad X-Request-ID");
     let reply = api
         .post(
             "/api/v1/initialize",
@@ -165,18 +107,10 @@ on_both_stores!(request_errors_have_their_codes, |backend| async move {
             &json!({"script_content": ADD_BODY_STYLE}),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (409, "CONFLICT"),
-        "duplicate X-Request-ID: {reply:?}"
-    );
+    reply.assert_error(409, "CONFLICT", "duplicate X-Request-ID");
 
     let reply = api.execute("no-such-session", json!({})).await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (404, "NOT_FOUND"),
-        "{reply:?}"
-    );
+    reply.assert_error(404, "NOT_FOUND", "");
     assert_eq!(
         reply.body["error"]["message"],
         "Session not found or expired"
@@ -191,11 +125,7 @@ on_both_stores!(request_errors_have_their_codes, |backend| async move {
             Some(b"{not json".to_vec()),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INVALID_REQUEST"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INVALID_REQUEST", "");
     let reply = api
         .send(
             reqwest::Method::POST,
@@ -204,30 +134,14 @@ on_both_stores!(request_errors_have_their_codes, |backend| async move {
             Some(b"{}".to_vec()),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INVALID_REQUEST"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INVALID_REQUEST", "");
 
     let reply = api.get("/api/v1/nothing-here").await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (404, "NOT_FOUND"),
-        "{reply:?}"
-    );
+    reply.assert_error(404, "NOT_FOUND", "");
     let reply = api.get("/api/v1/sessions/no-such-session").await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (404, "NOT_FOUND"),
-        "{reply:?}"
-    );
+    reply.assert_error(404, "NOT_FOUND", "");
     let reply = api.delete("/api/v1/sessions/no-such-session").await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (404, "NOT_FOUND"),
-        "{reply:?}"
-    );
+    reply.assert_error(404, "NOT_FOUND", "");
 });
 
 on_both_stores!(sessions_execute_read_and_delete, |backend| async move {
@@ -257,11 +171,7 @@ on_both_stores!(sessions_execute_read_and_delete, |backend| async move {
     let reply = api.delete(&format!("/api/v1/sessions/{id}")).await;
     assert_eq!(reply.status, 204, "{reply:?}");
     let reply = api.execute(&id, json!({"a": 1, "b": 1})).await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (404, "NOT_FOUND"),
-        "{reply:?}"
-    );
+    reply.assert_error(404, "NOT_FOUND", "");
     let reply = api.get(&format!("/api/v1/sessions/{id}")).await;
     assert_eq!(reply.status, 404, "{reply:?}");
 
@@ -277,11 +187,7 @@ on_both_stores!(sessions_execute_read_and_delete, |backend| async move {
         4
     );
     let reply = api.execute(&id, json!({"a": 2, "b": 2})).await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (404, "NOT_FOUND"),
-        "{reply:?}"
-    );
+    reply.assert_error(404, "NOT_FOUND", "");
     let reply = api.get(&format!("/api/v1/sessions/{id}")).await;
     assert_eq!(reply.body["status"], "completed", "{reply:?}");
 
@@ -293,11 +199,7 @@ on_both_stores!(sessions_execute_read_and_delete, |backend| async move {
         )
         .await;
     let reply = api.execute(&id, json!({})).await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (460, "RUNTIME_ERROR"),
-        "{reply:?}"
-    );
+    reply.assert_error(460, "RUNTIME_ERROR", "");
     assert!(
         reply.body["error"]["message"]
             .as_str()
@@ -315,11 +217,7 @@ on_both_stores!(sessions_execute_read_and_delete, |backend| async move {
             &json!({"script_content": "return (1 +;"}),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INITIALIZATION_ERROR"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INITIALIZATION_ERROR", "");
     assert_eq!(reply.body["error"]["details"]["line"], 1, "{reply:?}");
 });
 
@@ -348,11 +246,7 @@ on_both_stores!(
         let reply = api
             .execute(&id, json!({"operation": "divide", "a": 1, "b": 0}))
             .await;
-        assert_eq!(
-            (reply.status, reply.code()),
-            (460, "RUNTIME_ERROR"),
-            "{reply:?}"
-        );
+        reply.assert_error(460, "RUNTIME_ERROR", "");
         assert!(reply.body["error"]["message"]
             .as_str()
             .unwrap_or("")
@@ -361,11 +255,7 @@ on_both_stores!(
         let reply = api
             .execute(&id, json!({"operation": "pow", "a": 1, "b": 2}))
             .await;
-        assert_eq!(
-            (reply.status, reply.code()),
-            (400, "INVALID_PARAMS"),
-            "{reply:?}"
-        );
+        reply.assert_error(400, "INVALID_PARAMS", "");
         assert_eq!(
             reply.body["error"]["details"]["path"], "/operation",
             "{reply:?}"
@@ -373,11 +263,7 @@ on_both_stores!(
         let reply = api
             .execute(&id, json!({"operation": "add", "a": "five", "b": 2}))
             .await;
-        assert_eq!(
-            (reply.status, reply.code()),
-            (400, "INVALID_PARAMS"),
-            "{reply:?}"
-        );
+        reply.assert_error(400, "INVALID_PARAMS", "");
         assert_eq!(reply.body["error"]["details"]["path"], "/a", "{reply:?}");
 
         let id = api.initialize("python-text_processor", json!({})).await;
@@ -444,7 +330,7 @@ on_both_stores!(function_registry, |backend| async move {
     assert_eq!(reply.body["type"], "dynamic");
     assert_eq!(reply.body["version"], "1.0.0");
     let reply = api.post("/api/v1/functions", &[], &body).await;
-    assert_eq!((reply.status, reply.code()), (409, "CONFLICT"), "{reply:?}");
+    reply.assert_error(409, "CONFLICT", "");
     let reply = api
         .post(
             "/api/v1/functions",
@@ -452,19 +338,11 @@ on_both_stores!(function_registry, |backend| async move {
             &json!({"language_title": "nodejs-bad", "script_content": "return (;"}),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INITIALIZATION_ERROR"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INITIALIZATION_ERROR", "");
     let reply = api
         .post("/api/v1/functions", &[], &json!({"language_title": "nodejs-badschema", "script_content": "return 1;", "schema": {"params": {"type": 12}}}))
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INVALID_REQUEST"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INVALID_REQUEST", "");
 
     let id = api.initialize("nodejs-greeter", json!({})).await;
     assert_eq!(
@@ -472,11 +350,7 @@ on_both_stores!(function_registry, |backend| async move {
         "hello Ada"
     );
     let reply = api.execute(&id, json!({})).await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INVALID_PARAMS"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INVALID_PARAMS", "");
 
     let reply = api
         .send(
@@ -510,32 +384,16 @@ on_both_stores!(function_registry, |backend| async move {
         "{reply:?}"
     );
     let reply = api.get("/api/v1/functions?per_page=101").await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INVALID_REQUEST"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INVALID_REQUEST", "");
     let reply = api.get("/api/v1/functions?type=other").await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INVALID_REQUEST"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INVALID_REQUEST", "");
 
     let reply = api.delete("/api/v1/functions/nodejs-calculator").await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (403, "FORBIDDEN"),
-        "predefined: {reply:?}"
-    );
+    reply.assert_error(403, "FORBIDDEN", "predefined");
     let reply = api.delete("/api/v1/functions/nodejs-greeter").await;
     assert_eq!(reply.status, 204, "{reply:?}");
     let reply = api.get("/api/v1/functions/nodejs-greeter").await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (404, "NOT_FOUND"),
-        "{reply:?}"
-    );
+    reply.assert_error(404, "NOT_FOUND", "");
     let reply = api.post("/api/v1/functions", &[], &body).await;
     assert_eq!(reply.status, 201, "re-register after retire: {reply:?}");
 });
@@ -558,11 +416,7 @@ on_both_stores!(expiry_is_honoured_by_every_read, |backend| async move {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     // The session is still cached and still in the database: both must say no.
     let reply = api.execute(&id, json!({"a": 1, "b": 2})).await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (404, "NOT_FOUND"),
-        "{reply:?}"
-    );
+    reply.assert_error(404, "NOT_FOUND", "");
     assert_eq!(
         reply.body["error"]["message"],
         "Session not found or expired"

@@ -199,7 +199,7 @@ async fn a_database_outage_neither_crashes_nor_loses_logs() {
     );
     // Something that needs the database answers with an error, not a hang or a crash.
     let reply = api
-        .initialize_script_reply("nodejs-during-outage", ADD)
+        .initialize_reply("nodejs-during-outage", &json!({"script_content": ADD}))
         .await;
     assert_eq!(reply.status, 500, "{reply:?}");
 
@@ -226,21 +226,6 @@ async fn a_database_outage_neither_crashes_nor_loses_logs() {
         rows, 250,
         "every execute logged once, none lost, none twice"
     );
-}
-
-trait InitializeReply {
-    async fn initialize_script_reply(&self, language_title: &str, script: &str) -> support::Reply;
-}
-
-impl InitializeReply for Api {
-    async fn initialize_script_reply(&self, language_title: &str, script: &str) -> support::Reply {
-        self.post(
-            "/api/v1/initialize",
-            &[("Language-Title", language_title)],
-            &json!({"script_content": script}),
-        )
-        .await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

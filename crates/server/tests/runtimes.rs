@@ -98,11 +98,7 @@ async fn every_handler_style_works() {
         json!({}),
     )
     .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (460, "RUNTIME_ERROR"),
-        "{reply:?}"
-    );
+    reply.assert_error(460, "RUNTIME_ERROR", "");
     assert_eq!(reply.body["error"]["details"]["line"], 4, "{reply:?}");
     assert!(
         reply.body["error"]["details"]["stack_trace"]
@@ -112,30 +108,20 @@ async fn every_handler_style_works() {
         "{reply:?}"
     );
     let reply = api
-        .post(
-            "/api/v1/initialize",
-            &[("Language-Title", "python-syntax")],
+        .initialize_reply(
+            "python-syntax",
             &json!({"script_content": "x = 1\ndef handler(event)\n    return 1\n"}),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INITIALIZATION_ERROR"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INITIALIZATION_ERROR", "");
     assert_eq!(reply.body["error"]["details"]["line"], 2, "{reply:?}");
     let reply = api
-        .post(
-            "/api/v1/initialize",
-            &[("Language-Title", "python-nohandler")],
+        .initialize_reply(
+            "python-nohandler",
             &json!({"script_content": "def helper():\n    return 1\n"}),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INITIALIZATION_ERROR"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INITIALIZATION_ERROR", "");
 }
 
 /// A hostile script, what it may answer, and what its answer must not contain.

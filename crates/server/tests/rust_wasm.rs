@@ -88,17 +88,9 @@ async fn rust_compile_errors_panics_and_the_other_handler_forms() {
     let api = &harness.api;
     let broken = "use serde_json::Value;\npub fn handler(event: Value) -> Result<Value, String> {\n    let x: u32 = \"text\";\n    Ok(event)\n}\n";
     let reply = api
-        .post(
-            "/api/v1/initialize",
-            &[("Language-Title", "rust-broken")],
-            &json!({"script_content": broken}),
-        )
+        .initialize_reply("rust-broken", &json!({"script_content": broken}))
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INITIALIZATION_ERROR"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INITIALIZATION_ERROR", "");
     assert_eq!(reply.body["error"]["details"]["line"], 3, "{reply:?}");
     assert!(
         reply.body["error"]["message"]
@@ -115,11 +107,7 @@ async fn rust_compile_errors_panics_and_the_other_handler_forms() {
         json!({"x": 1})
     );
     let reply = api.execute(&id, json!({"panic": true})).await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (460, "RUNTIME_ERROR"),
-        "{reply:?}"
-    );
+    reply.assert_error(460, "RUNTIME_ERROR", "");
     assert!(
         reply.body["error"]["message"]
             .as_str()
@@ -141,13 +129,11 @@ async fn rust_compile_errors_panics_and_the_other_handler_forms() {
         "{reply:?}"
     );
 
-    let reply = api
-        .post("/api/v1/initialize", &[("Language-Title", "rust-shadow")], &json!({"script_content": "pub fn handle(_e: &str) -> Result<String, String> { Ok(include_str!(\"/etc/shadow\").into()) }"}))
-        .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INITIALIZATION_ERROR"),
-        "the compiler must not read host files: {reply:?}"
+    let reply = api.initialize_reply("rust-shadow", &json!({"script_content": "pub fn handle(_e: &str) -> Result<String, String> { Ok(include_str!(\"/etc/shadow\").into()) }"})).await;
+    reply.assert_error(
+        400,
+        "INITIALIZATION_ERROR",
+        "the compiler must not read host files",
     );
     assert!(!reply.body.to_string().contains("root:"));
 }
@@ -246,29 +232,19 @@ async fn webassembly_modules_run_fresh_and_contained() {
         );
     }
     let reply = api
-        .post(
-            "/api/v1/initialize",
-            &[("Language-Title", "wasm-invalid")],
+        .initialize_reply(
+            "wasm-invalid",
             &json!({"script_content": "(module (func (export \"_start\") (i32.add)))"}),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INITIALIZATION_ERROR"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INITIALIZATION_ERROR", "");
     let reply = api
-        .post(
-            "/api/v1/initialize",
-            &[("Language-Title", "wasm-garbage")],
+        .initialize_reply(
+            "wasm-garbage",
             &json!({"script_content": "bm90IGEgd2FzbSBtb2R1bGU="}),
         )
         .await;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (400, "INITIALIZATION_ERROR"),
-        "{reply:?}"
-    );
+    reply.assert_error(400, "INITIALIZATION_ERROR", "");
     // The service carries on.
     assert_eq!(
         api.execute(&id, json!({"b": 2})).await.body["result"]["params"],

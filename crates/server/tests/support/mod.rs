@@ -73,6 +73,16 @@ impl Reply {
     pub fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
     }
+
+    /// Asserts the status and API error code, printing the reply if not.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str, context: &str) {
+        assert_eq!(
+            (self.status, self.code()),
+            (status, code),
+            "{context}: {self:?}"
+        );
+    }
 }
 
 impl std::fmt::Debug for Reply {
@@ -153,15 +163,19 @@ impl Api {
         self.send(Method::DELETE, path, &[], None).await
     }
 
+    /// The raw reply to an initialize.
+    pub async fn initialize_reply(&self, language_title: &str, body: &Value) -> Reply {
+        self.post(
+            "/api/v1/initialize",
+            &[("Language-Title", language_title)],
+            body,
+        )
+        .await
+    }
+
     /// Initializes a session and returns its id, panicking with the body on failure.
     pub async fn initialize(&self, language_title: &str, body: Value) -> String {
-        let reply = self
-            .post(
-                "/api/v1/initialize",
-                &[("Language-Title", language_title)],
-                &body,
-            )
-            .await;
+        let reply = self.initialize_reply(language_title, &body).await;
         assert_eq!(reply.status, 200, "initialize {language_title}: {reply:?}");
         reply.body["request_id"]
             .as_str()
