@@ -62,8 +62,6 @@ fn route_class(method: &Method, route: &str) -> RouteClass {
         RouteClass::Execute
     } else if route.starts_with("/api/v1/functions") {
         RouteClass::Functions
-    } else if route == "/api/v1/openapi.json" {
-        RouteClass::Health
     } else {
         RouteClass::Other
     }
@@ -137,9 +135,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
                     .extensions_mut()
                     .insert(caller_for(&principal, gate.authenticator.is_enabled()));
                 let mut response = next.run(request).await;
-                if class != RouteClass::Health {
-                    decision.apply_headers(response.headers_mut());
-                }
+                decision.apply_headers(response.headers_mut());
                 response
             } else {
                 let drained = drain_small_body(request).await;
