@@ -1,5 +1,7 @@
 //! Logs (tracing, text or JSON) and the Prometheus recorder.
 
+use std::time::Duration;
+
 use lambda_core::LogFormat;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -23,9 +25,25 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Installs the recorder and starts its upkeep. Histogram samples are held
+/// raw until something drains them: without upkeep only a scrape does, so
+/// a service nobody scraped grew by every sample it recorded (the soak's
+/// RSS growth).
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), LATENCY_BUCKETS)?
         .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     Ok(handle)
 }
