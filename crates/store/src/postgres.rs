@@ -589,40 +589,16 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let mut transaction = self.pool.begin().await?;
+        // One array per column and one statement text whatever the batch
+        // size: prepared once per connection, where a multi-row VALUES
+        // list was parsed and planned anew for every flush (PostgreSQL's
+        // CPU, on the same cores as the service, under load).
         for chunk in batch.chunks(common::LOG_ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Postgres>::new(
-                "INSERT INTO public.request_logs (id, request_id, language_title, timestamp, \
-                 client_ip, user_id, request_headers, request_payload, response_payload, \
-                 status_code, duration_ms, cached, error_details, runtime_metrics) ",
-            );
-            insert.push_values(chunk, |mut row, log| {
-                row.push_bind(log.id)
-                    .push_bind(log_text(&log.request_id, common::REQUEST_ID_MAX_CHARS))
-                    .push_bind(log_text(
-                        &log.language_title,
-                        common::LANGUAGE_TITLE_MAX_CHARS,
-                    ))
-                    .push_bind(log.timestamp)
-                    .push_bind(
-                        log.client_ip
-                            .as_deref()
-                            .map(|ip| log_text(ip, common::CLIENT_IP_MAX_CHARS)),
-                    )
-                    .push_bind(
-                        log.user_id
-                            .as_deref()
-                            .map(|user| log_text(user, common::USER_ID_MAX_CHARS)),
-                    )
-                    .push_bind(json_for_postgres(&log.request_headers))
-                    .push_bind(json_for_postgres(&log.request_payload))
-                    .push_bind(json_for_postgres(&log.response_payload))
-                    .push_bind(log.status_code)
-                    .push_bind(log.duration_ms)
-                    .push_bind(log.cached)
-                    .push_bind(json_for_postgres(&log.error_details))
-                    .push_bind(json_for_postgres(&log.runtime_metrics));
-            });
-            insert.build().execute(&mut *transaction).await?;
+            let mut columns = RequestLogColumns::with_capacity(chunk.len());
+            for log in chunk {
+                columns.push(log);
+            }
+            columns.insert(&mut transaction).await?;
         }
         let errors: Vec<(&RequestLog, &crate::ErrorLog)> = batch
             .iter()
@@ -645,6 +621,107 @@ impl Store for PostgresStore {
             insert.build().execute(&mut *transaction).await?;
         }
         transaction.commit().await?;
+        Ok(())
+    }
+}
+
+/// A batch of request logs, column by column, for `INSERT ... UNNEST`.
+struct RequestLogColumns {
+    id: Vec<Uuid>,
+    request_id: Vec<String>,
+    language_title: Vec<String>,
+    timestamp: Vec<DateTime<Utc>>,
+    client_ip: Vec<Option<String>>,
+    user_id: Vec<Option<String>>,
+    request_headers: Vec<Option<Value>>,
+    request_payload: Vec<Option<Value>>,
+    response_payload: Vec<Option<Value>>,
+    status_code: Vec<i32>,
+    duration_ms: Vec<i32>,
+    cached: Vec<bool>,
+    error_details: Vec<Option<Value>>,
+    runtime_metrics: Vec<Option<Value>>,
+}
+
+impl RequestLogColumns {
+    fn with_capacity(n: usize) -> Self {
+        RequestLogColumns {
+            id: Vec::with_capacity(n),
+            request_id: Vec::with_capacity(n),
+            language_title: Vec::with_capacity(n),
+            timestamp: Vec::with_capacity(n),
+            client_ip: Vec::with_capacity(n),
+            user_id: Vec::with_capacity(n),
+            request_headers: Vec::with_capacity(n),
+            request_payload: Vec::with_capacity(n),
+            response_payload: Vec::with_capacity(n),
+            status_code: Vec::with_capacity(n),
+            duration_ms: Vec::with_capacity(n),
+            cached: Vec::with_capacity(n),
+            error_details: Vec::with_capacity(n),
+            runtime_metrics: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, log: &RequestLog) {
+        self.id.push(log.id);
+        self.request_id
+            .push(log_text(&log.request_id, common::REQUEST_ID_MAX_CHARS));
+        self.language_title.push(log_text(
+            &log.language_title,
+            common::LANGUAGE_TITLE_MAX_CHARS,
+        ));
+        self.timestamp.push(log.timestamp);
+        self.client_ip.push(
+            log.client_ip
+                .as_deref()
+                .map(|ip| log_text(ip, common::CLIENT_IP_MAX_CHARS)),
+        );
+        self.user_id.push(
+            log.user_id
+                .as_deref()
+                .map(|user| log_text(user, common::USER_ID_MAX_CHARS)),
+        );
+        self.request_headers
+            .push(json_for_postgres(&log.request_headers));
+        self.request_payload
+            .push(json_for_postgres(&log.request_payload));
+        self.response_payload
+            .push(json_for_postgres(&log.response_payload));
+        self.status_code.push(log.status_code);
+        self.duration_ms.push(log.duration_ms);
+        self.cached.push(log.cached);
+        self.error_details
+            .push(json_for_postgres(&log.error_details));
+        self.runtime_metrics
+            .push(json_for_postgres(&log.runtime_metrics));
+    }
+
+    async fn insert(self, connection: &mut PgConnection) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO public.request_logs (id, request_id, language_title, timestamp, \
+             client_ip, user_id, request_headers, request_payload, response_payload, \
+             status_code, duration_ms, cached, error_details, runtime_metrics) \
+             SELECT * FROM UNNEST($1::uuid[], $2::varchar[], $3::varchar[], \
+             $4::timestamptz[], $5::varchar[], $6::varchar[], $7::jsonb[], $8::jsonb[], \
+             $9::jsonb[], $10::int4[], $11::int4[], $12::bool[], $13::jsonb[], $14::jsonb[])",
+        )
+        .bind(self.id)
+        .bind(self.request_id)
+        .bind(self.language_title)
+        .bind(self.timestamp)
+        .bind(self.client_ip)
+        .bind(self.user_id)
+        .bind(self.request_headers)
+        .bind(self.request_payload)
+        .bind(self.response_payload)
+        .bind(self.status_code)
+        .bind(self.duration_ms)
+        .bind(self.cached)
+        .bind(self.error_details)
+        .bind(self.runtime_metrics)
+        .execute(connection)
+        .await?;
         Ok(())
     }
 }
