@@ -20,6 +20,10 @@ pub struct RuntimeConfig {
     /// LRU to stay under it. Default 16 (2 cores: more processes than that
     /// only add memory pressure).
     pub max_workers_per_language: usize,
+    /// `WORKERS_MAX_PER_SCRIPT`: cap on live workers specialized for one
+    /// script (one worker key); further executes of that script queue for
+    /// one of them. Default 2 (the service's default is the CPU count).
+    pub max_workers_per_script: usize,
     /// How long an execute or prepare may wait for a worker when all are
     /// busy and the cap is reached, before `RuntimeError::Busy`. Default 5 s.
     pub queue_wait: Duration,
@@ -61,6 +65,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             blank_workers_per_language: 2,
             max_workers_per_language: 16,
+            max_workers_per_script: 2,
             queue_wait: Duration::from_secs(5),
             allow_insecure_no_sandbox: false,
             work_dir: std::env::temp_dir().join(format!("lambda-runtime-{}", std::process::id())),

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::process::Child;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::config::RuntimeConfig;
 use crate::frame::{self, ErrorKind, FrameError, Response};
@@ -98,6 +98,7 @@ pub trait WorkerProgram: Send + Sync + 'static {
 pub struct PoolSettings {
     pub blank_workers: usize,
     pub max_workers: usize,
+    pub max_workers_per_script: usize,
     pub queue_wait: Duration,
     pub start_timeout: Duration,
     pub spawn_limits: WorkerLimits,
@@ -108,6 +109,7 @@ impl From<&RuntimeConfig> for PoolSettings {
         PoolSettings {
             blank_workers: config.blank_workers_per_language,
             max_workers: config.max_workers_per_language.max(1),
+            max_workers_per_script: config.max_workers_per_script.max(1),
             queue_wait: config.queue_wait,
             start_timeout: config.start_timeout,
             spawn_limits: WorkerLimits::from(&config.spawn_limits),
@@ -296,6 +298,12 @@ struct State {
     /// Specializations in flight per key: later requests for the key wait
     /// for them rather than starting another.
     loading: HashMap<Arc<str>, usize>,
+    /// Requests waiting for a worker of their key (its workers are all
+    /// busy and it may not have more), oldest first. A worker checked in
+    /// goes straight to the first of them with the same limits: first come,
+    /// first served, and one wake-up per hand-off instead of every waiter
+    /// racing for every returned worker.
+    waiting: HashMap<Arc<str>, VecDeque<(WorkerLimits, oneshot::Sender<Lease>)>>,
     /// Every process holding a slot: blank, idle, busy, starting.
     n_live: usize,
     n_busy: usize,
@@ -307,6 +315,19 @@ struct State {
 impl State {
     fn n_idle(&self) -> usize {
         self.idle.values().map(Vec::len).sum()
+    }
+
+    /// Live workers specialized (or being specialized) for `key`. A worker
+    /// just loaded for its first execute shows no key until checked in:
+    /// the count may be one short for that moment.
+    fn n_holding(&self, key: &str) -> usize {
+        let loading = self.loading.get(key).copied().unwrap_or(0);
+        let keyed = self
+            .infos
+            .values()
+            .filter(|info| info.worker_key.as_deref() == Some(key))
+            .count();
+        loading + keyed
     }
 
     /// Removes the least recently used idle specialized worker.
@@ -354,7 +375,11 @@ enum Plan {
     Warm(Worker),
     Load(Worker),
     Spawn,
+    /// Wait for the pool to change (a slot, a blank worker).
     Wait,
+    /// Wait in the key's queue for a worker handed over at check-in (or
+    /// for the pool to change).
+    Queue(oneshot::Receiver<Lease>),
 }
 
 /// A worker taken out of the pool for one request. Dropping it without
@@ -501,8 +526,14 @@ impl Inner {
     fn checkin(self: &Arc<Self>, mut worker: Worker) {
         worker.last_used = Instant::now();
         let mut state = lock(&self.state);
-        state.n_busy = state.n_busy.saturating_sub(1);
         let key = worker.key.clone();
+        if let Some(key) = key.as_ref().filter(|_| !state.closed) {
+            match self.hand_over(&mut state, key, worker) {
+                None => return,
+                Some(unwanted) => worker = unwanted,
+            }
+        }
+        state.n_busy = state.n_busy.saturating_sub(1);
         match key {
             Some(key) if !state.closed => {
                 Self::set_info(&mut state, &worker, WorkerState::Idle);
@@ -518,6 +549,43 @@ impl Inner {
             }
         }
         self.changed.notify_waiters();
+    }
+
+    /// Gives a checked-in worker (still counted busy) to the oldest request
+    /// queued for `key` with its limits; returns it when nobody takes it.
+    fn hand_over(
+        self: &Arc<Self>,
+        state: &mut State,
+        key: &Arc<str>,
+        mut worker: Worker,
+    ) -> Option<Worker> {
+        loop {
+            let Some(queue) = state.waiting.get_mut(key) else {
+                return Some(worker);
+            };
+            let next = queue
+                .iter()
+                .position(|(limits, _)| *limits == worker.limits)
+                .and_then(|index| queue.remove(index));
+            if queue.is_empty() {
+                state.waiting.remove(key);
+            }
+            let Some((_, sender)) = next else {
+                return Some(worker);
+            };
+            // It may have been loaded for its first request (shown keyless
+            // until now): n_holding must count it.
+            Self::set_info(state, &worker, WorkerState::Busy);
+            let lease = Lease {
+                inner: Arc::clone(self),
+                worker: Some(worker),
+            };
+            match sender.send(lease) {
+                Ok(()) => return None,
+                // That request gave up (timed out or was cancelled).
+                Err(mut lease) => worker = lease.worker.take()?,
+            }
+        }
     }
 
     fn discard_busy(self: &Arc<Self>, worker: Worker, reason: &'static str) {
@@ -815,7 +883,20 @@ impl Inner {
                 }
                 let plan = match plan {
                     Some(plan) => plan,
-                    None if state.loading.get(&key).copied().unwrap_or(0) > 0 => Plan::Wait,
+                    // A worker for this key is being loaded, or the script
+                    // has all the workers it may have: queue for one of
+                    // them rather than specializing another.
+                    None if state.loading.get(&key).copied().unwrap_or(0) > 0
+                        || state.n_holding(&key) >= self.settings.max_workers_per_script =>
+                    {
+                        let (sender, receiver) = oneshot::channel();
+                        state
+                            .waiting
+                            .entry(Arc::clone(&key))
+                            .or_default()
+                            .push_back((limits, sender));
+                        Plan::Queue(receiver)
+                    }
                     None => {
                         let mut blank = None;
                         while let Some(index) = state.blank.iter().rposition(|w| w.limits == limits)
@@ -872,7 +953,7 @@ impl Inner {
                     Plan::Spawn => {
                         *state.loading.entry(Arc::clone(&key)).or_default() += 1;
                     }
-                    Plan::Wait => {}
+                    Plan::Wait | Plan::Queue(_) => {}
                 }
                 self.publish(&state);
                 plan
@@ -926,6 +1007,27 @@ impl Inner {
                         worker: Some(worker),
                     };
                     return self.load_leased(lease, script, mark, started).await;
+                }
+                Plan::Queue(receiver) => {
+                    tokio::select! {
+                        handed = receiver => {
+                            if let Ok(lease) = handed {
+                                self.record_wait(started);
+                                return Ok(lease);
+                            }
+                            // The queue was dropped (shutdown): look again.
+                        }
+                        // The pool changed (a worker of this key died, say):
+                        // look again; a stale queue entry is skipped.
+                        () = &mut notified => {}
+                        () = tokio::time::sleep_until(deadline) => {
+                            self.record_wait(started);
+                            return Err(RuntimeError::Busy {
+                                language: self.program.language(),
+                                waited_ms: started.elapsed().as_millis() as u64,
+                            });
+                        }
+                    }
                 }
                 Plan::Wait => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -1141,6 +1243,7 @@ impl WorkerPool {
     pub fn shutdown(&self) {
         let mut state = lock(&self.inner.state);
         state.closed = true;
+        state.waiting.clear();
         let mut workers: Vec<Worker> = state.blank.drain(..).collect();
         for (_, idle) in state.idle.drain() {
             workers.extend(idle);

@@ -758,6 +758,80 @@ async fn concurrent_executes_of_one_script() {
     }
 }
 
+/// Executes of one script beyond its worker cap queue, and are served in
+/// the order they arrived: a returned worker goes to the oldest waiter, not
+/// to whichever woken task wins the race.
+#[tokio::test]
+async fn queued_executes_of_one_script_run_first_come_first_served() {
+    let config = lambda_runtime::RuntimeConfig {
+        max_workers_per_script: 1,
+        ..support::config()
+    };
+    let rt = runtime(Language::Nodejs, &config);
+    let s = script(
+        Language::Nodejs,
+        "await new Promise((r) => setTimeout(r, 40)); return event.params.i;",
+    );
+    rt.prepare(&s).await.unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let rt = Arc::clone(&rt);
+        let s = s.clone();
+        let order = Arc::clone(&order);
+        tasks.push(tokio::spawn(async move {
+            let out = rt.execute(&s, &event(json!({"i": i})), &limits()).await;
+            order.lock().unwrap().push(i);
+            out
+        }));
+        // Arrival order is the spawn order.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap().unwrap().result, json!(i));
+    }
+    assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
+    assert_eq!(
+        rt.pool().unwrap().worker_pids(&s.worker_key).len(),
+        1,
+        "{:?}",
+        rt.pool().unwrap().workers()
+    );
+}
+
+/// Twelve executes at once of one script use at most its cap of workers.
+#[tokio::test]
+async fn one_script_holds_at_most_its_cap_of_workers() {
+    let config = lambda_runtime::RuntimeConfig {
+        max_workers_per_script: 2,
+        max_workers_per_language: 8,
+        ..support::config()
+    };
+    let rt = runtime(Language::Nodejs, &config);
+    let s = script(
+        Language::Nodejs,
+        "await new Promise((r) => setTimeout(r, 30)); return event.params.i;",
+    );
+    rt.prepare(&s).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let rt = Arc::clone(&rt);
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            rt.execute(&s, &event(json!({"i": i})), &limits()).await
+        }));
+    }
+    let mut most = 0;
+    while !tasks.iter().all(|t| t.is_finished()) {
+        most = most.max(rt.pool().unwrap().worker_pids(&s.worker_key).len());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap().unwrap().result, json!(i));
+    }
+    assert!(most <= 2, "{most} workers held the script");
+}
+
 #[tokio::test]
 async fn unavailable_without_bwrap_unless_insecure() {
     let config = lambda_runtime::RuntimeConfig {

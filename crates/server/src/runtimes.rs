@@ -17,6 +17,7 @@ pub fn build(config: &Config) -> Runtimes {
     let runtime_config = RuntimeConfig {
         blank_workers_per_language: workers.blank_per_language,
         max_workers_per_language: workers.max_per_language,
+        max_workers_per_script: workers.max_per_script,
         queue_wait: workers.queue_wait,
         allow_insecure_no_sandbox: workers.allow_insecure_no_sandbox,
         work_dir: config.data_dir.join("runtime"),
