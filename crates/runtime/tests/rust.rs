@@ -181,6 +181,39 @@ pub fn handler(context: Map<String, Value>) -> Result<Value, String> {
     );
 }
 
+/// One worker, several requests: each gets exactly its own lines, also
+/// after a request that printed nothing.
+#[tokio::test]
+async fn logs_belong_to_the_request_that_printed_them() {
+    let source = r#"
+use serde_json::Value;
+pub fn handler(event: Value) -> Result<Value, String> {
+    if let Some(line) = event["params"]["say"].as_str() {
+        println!("{line}");
+    }
+    Ok(Value::Null)
+}
+"#;
+    let runtime = runtime();
+    let script = debug(source);
+    runtime.prepare(&script).await.expect("prepare");
+    for (say, expected) in [
+        (json!("first"), vec!["first"]),
+        (Value::Null, vec![]),
+        (json!("second"), vec!["second"]),
+        (json!("x"), vec!["x"]),
+    ] {
+        let output = runtime
+            .execute(&script, &event(json!({ "say": say })), &limits())
+            .await
+            .map_err(|e| format!("{e:?}"));
+        assert_eq!(
+            output.map(|o| o.logs),
+            Ok(expected.iter().map(|l| l.to_string()).collect())
+        );
+    }
+}
+
 #[tokio::test]
 async fn err_is_a_script_error_and_a_panic_names_its_message_and_line() {
     let source = r#"use serde_json::Value;
