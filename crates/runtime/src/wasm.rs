@@ -60,6 +60,10 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// after the timeout, leaving the epoch trap the first say on CPU loops.
 const HOST_WAIT_MARGIN: Duration = Duration::from_millis(50);
 
+/// The longest a module's `start` function may run when the module is
+/// primed at initialize (see `WasmEngine::prime`).
+const PRIME_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// Bytes of each linear memory (and table) reset by memset rather than
 /// madvise when an instance is torn down; at most this much stays resident
 /// per idle pool slot.
@@ -248,6 +252,7 @@ struct CallState {
 /// Enforces the memory limit and remembers that it did, so a denied
 /// `memory.grow` is reported as 507 rather than as whatever the guest did
 /// next with the failure.
+#[derive(Clone, Copy)]
 struct GuestLimiter {
     memory_bytes: usize,
     /// The size the guest asked for when it was refused.
@@ -433,8 +438,64 @@ impl WasmEngine {
                 RuntimeError::Internal(format!("wasm compile task failed: {error}"))
             })??;
         let module = Arc::new(module);
+        self.prime(&module).await;
         self.modules().insert(key, module.clone());
         Ok(module)
+    }
+
+    /// Instantiates a newly compiled module once and drops the instance,
+    /// without calling `_start`. The pool slot then holds this module's
+    /// memory image, and later instances of it prefer that slot: the first
+    /// execute no longer maps and faults in a fresh image (it took twice
+    /// as long as the second without this). A module with a `start`
+    /// function runs it here under the default limits, as Node.js and
+    /// Python run a script's top level at initialize, but for
+    /// [`PRIME_TIMEOUT`] at most; failures are left for the execute to
+    /// report.
+    async fn prime(&self, module: &LoadedModule) {
+        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+            return;
+        };
+        let mut store = self.new_store(
+            WasiCtxBuilder::new().build_p1(),
+            &Limits::default(),
+            Instant::now() + PRIME_TIMEOUT,
+        );
+        let instantiate = module.pre.instantiate_async(&mut store);
+        if let Ok(Err(error)) =
+            tokio::time::timeout(PRIME_TIMEOUT + HOST_WAIT_MARGIN, instantiate).await
+        {
+            tracing::debug!(error = %format!("{error:#}"), "priming a wasm module failed");
+        }
+    }
+
+    /// A store for one instance: WASI context, memory limit, and an epoch
+    /// callback that yields every tick (so `run` can move a long guest off
+    /// the reactor) until `deadline`, then traps with `Trap::Interrupt`, at
+    /// most one tick late.
+    fn new_store(&self, wasi: WasiP1Ctx, limits: &Limits, deadline: Instant) -> Store<CallState> {
+        let memory_bytes = usize::try_from(limits.memory_bytes.min(self.config.max_memory_bytes))
+            .unwrap_or(usize::MAX);
+        let mut store = Store::new(
+            &self.engine,
+            CallState {
+                wasi,
+                limiter: GuestLimiter {
+                    memory_bytes,
+                    denied_memory: None,
+                },
+            },
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store
     }
 
     fn compile(&self, source: ModuleSource) -> Result<LoadedModule, RuntimeError> {
@@ -527,31 +588,7 @@ impl WasmEngine {
             .stderr(stderr.clone())
             .arg("script")
             .build_p1();
-        let memory_bytes = usize::try_from(limits.memory_bytes.min(self.config.max_memory_bytes))
-            .unwrap_or(usize::MAX);
-        let mut store = Store::new(
-            &self.engine,
-            CallState {
-                wasi,
-                limiter: GuestLimiter {
-                    memory_bytes,
-                    denied_memory: None,
-                },
-            },
-        );
-        store.limiter(|state| &mut state.limiter);
-        // Every tick the guest yields to the executor (so `run` can move it
-        // off the reactor) until its timeout has passed; then it traps with
-        // `Trap::Interrupt`, at most one tick late.
-        let deadline = Instant::now() + limits.timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
+        let mut store = self.new_store(wasi, limits, Instant::now() + limits.timeout);
 
         let call = async {
             let instance = module
@@ -585,7 +622,10 @@ impl WasmEngine {
             }
             Ok(Err(CallError::Instantiate(error) | CallError::Run(error))) => Err(error),
         };
-        let denied_memory = store.data().limiter.denied_memory;
+        let GuestLimiter {
+            memory_bytes,
+            denied_memory,
+        } = store.data().limiter;
         drop(store);
 
         let (stderr_bytes, logs_truncated) = stderr.take();

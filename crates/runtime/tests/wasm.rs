@@ -208,6 +208,37 @@ async fn an_infinite_loop_times_out() {
     );
 }
 
+/// Initialize instantiates a new module once (so its first execute finds a
+/// warm pool slot), which runs a `start` function: one that never ends
+/// must cost initialize a bounded moment, and its executes time out.
+#[tokio::test]
+async fn a_start_function_that_never_ends_holds_up_neither_initialize_nor_the_service() {
+    let source = module(
+        r#"(func $spin (loop $forever (br $forever)))
+           (start $spin)
+           (func (export "_start"))"#,
+    );
+    let runtime = runtime();
+    let script = script(&source);
+    let started = Instant::now();
+    let prepared = runtime.prepare(&script).await.map_err(|e| e.to_string());
+    assert!(prepared.is_ok(), "{prepared:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "initialize took {:?}",
+        started.elapsed()
+    );
+    let limits = Limits {
+        timeout: Duration::from_millis(300),
+        ..limits()
+    };
+    let outcome = runtime.execute(&script, "{}", &limits).await;
+    assert!(
+        matches!(outcome, Err(RuntimeError::Timeout { timeout_ms: 300 })),
+        "{outcome:?}"
+    );
+}
+
 /// Short executes run their first slice on the calling task; a CPU-bound
 /// guest must still leave the (here single-threaded) reactor free after
 /// one epoch tick rather than hold it until its timeout.
