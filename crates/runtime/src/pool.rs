@@ -361,6 +361,10 @@ struct Inner {
     settings: PoolSettings,
     state: Mutex<State>,
     changed: Notify,
+    /// Fewer workers may now hold some key (one died, was killed, or a
+    /// specialization ended): what requests queued for a key wake on. They
+    /// do not wake on `changed`, which fires on every check-in to idle.
+    holders_changed: Notify,
     next_id: AtomicU64,
     language: &'static str,
 }
@@ -454,6 +458,7 @@ impl Drop for LoadingMark {
         }
         drop(state);
         self.inner.changed.notify_waiters();
+        self.inner.holders_changed.notify_waiters();
     }
 }
 
@@ -521,6 +526,7 @@ impl Inner {
             self.kill_process(worker, reason);
         }
         self.changed.notify_waiters();
+        self.holders_changed.notify_waiters();
     }
 
     fn checkin(self: &Arc<Self>, mut worker: Worker) {
@@ -597,6 +603,7 @@ impl Inner {
         drop(state);
         self.kill_process(worker, reason);
         self.changed.notify_waiters();
+        self.holders_changed.notify_waiters();
         self.replenish();
     }
 
@@ -857,6 +864,9 @@ impl Inner {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let holders_changed = self.holders_changed.notified();
+            tokio::pin!(holders_changed);
+            holders_changed.as_mut().enable();
 
             let mut dead = Vec::new();
             let plan = {
@@ -1017,9 +1027,9 @@ impl Inner {
                             }
                             // The queue was dropped (shutdown): look again.
                         }
-                        // The pool changed (a worker of this key died, say):
-                        // look again; a stale queue entry is skipped.
-                        () = &mut notified => {}
+                        // A worker of some key died or a load ended: look
+                        // again (this entry goes stale and is skipped).
+                        () = &mut holders_changed => {}
                         () = tokio::time::sleep_until(deadline) => {
                             self.record_wait(started);
                             return Err(RuntimeError::Busy {
@@ -1176,6 +1186,7 @@ impl WorkerPool {
             settings,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
+            holders_changed: Notify::new(),
             next_id: AtomicU64::new(1),
             language,
         });
