@@ -72,6 +72,10 @@ pub struct LoadSpec {
     /// while the active connections run; checked again at the end.
     #[serde(default)]
     pub idle_connections: usize,
+    /// Each connection starts its requests at least this far apart
+    /// (an arrival rate rather than a closed loop), if set.
+    #[serde(default)]
+    pub pace_ms: Option<u64>,
     /// Responses with another status are errors.
     pub expect_status: u16,
     /// Responses whose body lacks this text are errors.
@@ -272,6 +276,7 @@ async fn drive_connection(
         }
     };
     let connected = sender.is_some();
+    let mut previous_start: Option<Instant> = None;
     // Bounded: ends at the deadline, or after max_requests measured ones.
     while Instant::now() < deadline {
         let Some(active) = sender.as_mut() else {
@@ -293,8 +298,12 @@ async fn drive_connection(
                 next as usize
             }
         };
+        if let (Some(pace), Some(previous)) = (spec.pace_ms, previous_start) {
+            tokio::time::sleep_until((previous + Duration::from_millis(pace)).into()).await;
+        }
         let request = clone_request(&shared.requests[template]);
         let started = Instant::now();
+        previous_start = Some(started);
         let outcome = round_trip(active, request).await;
         let finished = Instant::now();
         if started < measure_from || finished > deadline {

@@ -56,6 +56,24 @@ struct Cli {
     /// Soak length in seconds (full mode default 60).
     #[arg(long)]
     soak_secs: Option<u64>,
+    /// Runs only these scenarios (for profiling one of them) and writes
+    /// bench/results/partial.* instead of latest.*.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
+}
+
+/// The scenarios, in the order a full run takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// Warm execute at the lower connection counts, and the seeded functions.
+    Warm,
+    Initialize,
+    First,
+    ManySessions,
+    Soak,
+    /// Warm execute at the highest connection count.
+    High,
+    KeepAlive,
 }
 
 #[derive(Subcommand)]
@@ -233,11 +251,19 @@ fn run_harness(cli: &Cli) -> anyhow::Result<bool> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(harness_main(plan, &service_bin, &cli.admin_url, &out_dir))
+    let only = (!cli.only.is_empty()).then_some(cli.only.as_slice());
+    runtime.block_on(harness_main(
+        plan,
+        only,
+        &service_bin,
+        &cli.admin_url,
+        &out_dir,
+    ))
 }
 
 async fn harness_main(
     plan: Plan,
+    only: Option<&[Scenario]>,
     service_bin: &Path,
     admin_url: &str,
     out_dir: &Path,
@@ -257,7 +283,7 @@ async fn harness_main(
 
     let mut database = processes::Database::create(admin_url).await?;
     eprintln!("lambda-bench: database {}", database.name);
-    let measured = run_scenarios(plan.clone(), service_bin, &database.url, &work_dir).await;
+    let measured = run_scenarios(plan.clone(), only, service_bin, &database.url, &work_dir).await;
     let drop_outcome = database.drop_database().await;
 
     let mut measurements = match measured {
@@ -283,7 +309,11 @@ async fn harness_main(
             .unwrap_or_else(|_| "unknown kernel".into()),
         service_bin: service_bin.display().to_string(),
     };
-    let stem = if plan.smoke { "smoke" } else { "latest" };
+    let stem = match (plan.smoke, only) {
+        (true, _) => "smoke",
+        (false, Some(_)) => "partial",
+        (false, None) => "latest",
+    };
     let report = report::Report::build(
         mode,
         started_at,
@@ -321,6 +351,7 @@ async fn harness_main(
 
 async fn run_scenarios(
     plan: Plan,
+    only: Option<&[Scenario]>,
     service_bin: &Path,
     database_url: &str,
     work_dir: &Path,
@@ -341,23 +372,36 @@ async fn run_scenarios(
             // and the service's open descriptors with it.
             let levels = harness.plan.levels.clone();
             let (low, high) = levels.split_at(levels.len().div_ceil(2));
-            eprintln!("lambda-bench: warm execute");
-            harness.warm_execute(low).await;
-            harness.warm_execute_seeded().await;
-            eprintln!("lambda-bench: initialize");
-            harness.initialize_latency().await;
-            eprintln!("lambda-bench: initialize → first execute");
-            harness.first_execute().await;
-            eprintln!("lambda-bench: many sessions");
-            harness.many_sessions().await;
-            eprintln!("lambda-bench: soak");
-            harness.soak().await;
-            if !high.is_empty() {
+            let runs = |scenario| only.is_none_or(|only: &[Scenario]| only.contains(&scenario));
+            if runs(Scenario::Warm) {
+                eprintln!("lambda-bench: warm execute");
+                harness.warm_execute(low).await;
+                harness.warm_execute_seeded().await;
+            }
+            if runs(Scenario::Initialize) {
+                eprintln!("lambda-bench: initialize");
+                harness.initialize_latency().await;
+            }
+            if runs(Scenario::First) {
+                eprintln!("lambda-bench: initialize → first execute");
+                harness.first_execute().await;
+            }
+            if runs(Scenario::ManySessions) {
+                eprintln!("lambda-bench: many sessions");
+                harness.many_sessions().await;
+            }
+            if runs(Scenario::Soak) {
+                eprintln!("lambda-bench: soak");
+                harness.soak().await;
+            }
+            if runs(Scenario::High) && !high.is_empty() {
                 eprintln!("lambda-bench: warm execute, high connection counts");
                 harness.warm_execute(high).await;
             }
-            eprintln!("lambda-bench: keep-alive connections");
-            harness.keep_alive().await;
+            if runs(Scenario::KeepAlive) {
+                eprintln!("lambda-bench: keep-alive connections");
+                harness.keep_alive().await;
+            }
         };
         tokio::select! {
             () = scenarios => false,
