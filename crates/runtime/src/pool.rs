@@ -12,9 +12,10 @@
 //! - **affinity**: an execute takes an idle worker of its key; `prepare`
 //!   leaves one warm so the first execute is already warm;
 //! - **one request at a time per worker**; under load a key gets more
-//!   workers (from the blank pool, or new ones up to the cap) rather than a
-//!   queue behind a single worker; when a specialization for the key is
-//!   already in flight, requests wait for it instead of starting another;
+//!   workers (from the blank pool, or new ones) up to
+//!   `max_workers_per_script`; past that, or while a specialization for
+//!   the key is in flight, requests queue per key and a checked-in worker
+//!   goes straight to the oldest of them (first come, first served);
 //! - **cap** (`max_workers_per_language`) on live processes; idle
 //!   specialized workers are evicted least-recently-used to make room;
 //!   past the cap a request waits up to `queue_wait`, then `Busy`;
