@@ -580,8 +580,6 @@ impl Inner {
             let Some((_, sender)) = next else {
                 return Some(worker);
             };
-            // It may have been loaded for its first request (shown keyless
-            // until now): n_holding must count it.
             Self::set_info(state, &worker, WorkerState::Busy);
             let lease = Lease {
                 inner: Arc::clone(self),
@@ -839,6 +837,13 @@ impl Inner {
         started: Instant,
     ) -> Result<Lease, RuntimeError> {
         let loaded = self.load(lease.worker()?, script).await;
+        if let (Ok(()), Some(worker)) = (&loaded, lease.worker.as_ref()) {
+            // Shown under its key before the loading mark goes: in between,
+            // n_holding would miss it and a queued request would specialize
+            // one worker more than the script's cap.
+            let mut state = lock(&self.state);
+            Self::set_info(&mut state, worker, WorkerState::Busy);
+        }
         drop(mark);
         match loaded {
             Ok(()) => {
