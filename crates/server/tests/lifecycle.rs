@@ -223,8 +223,10 @@ async fn a_database_outage_neither_crashes_nor_loses_logs() {
             .await
             .expect("count");
     assert_eq!(
-        rows, 250,
-        "every execute logged once, none lost, none twice"
+        rows,
+        250,
+        "every execute logged once, none lost, none twice; the service said:\n{}",
+        service.log()
     );
 }
 

@@ -284,6 +284,8 @@ pub trait Store: Send + Sync + 'static {
     // Logs.
 
     /// Insert a batch of request logs and their error logs, in one
-    /// transaction with multi-row inserts.
+    /// transaction with multi-row inserts. Idempotent: rows whose id is
+    /// already stored are skipped, so a batch can be retried after a commit
+    /// whose answer was lost.
     async fn insert_logs(&self, batch: &[RequestLog]) -> Result<()>;
 }

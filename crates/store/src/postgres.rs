@@ -589,6 +589,10 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let mut transaction = self.pool.begin().await?;
+        // A batch is retried until it lands, and a commit whose answer was
+        // lost may have landed: rows already there are skipped by their id,
+        // not a unique violation that would fail every retry for good.
+        //
         // One array per column and one statement text whatever the batch
         // size: prepared once per connection, where a multi-row VALUES
         // list was parsed and planned anew for every flush (PostgreSQL's
@@ -618,6 +622,7 @@ impl Store for PostgresStore {
                     .push_bind(error.stack_trace.as_deref().map(strip_nul))
                     .push_bind(json_for_postgres(&error.context));
             });
+            insert.push(" ON CONFLICT (id) DO NOTHING");
             insert.build().execute(&mut *transaction).await?;
         }
         transaction.commit().await?;
@@ -704,7 +709,8 @@ impl RequestLogColumns {
              status_code, duration_ms, cached, error_details, runtime_metrics) \
              SELECT * FROM UNNEST($1::uuid[], $2::varchar[], $3::varchar[], \
              $4::timestamptz[], $5::varchar[], $6::varchar[], $7::jsonb[], $8::jsonb[], \
-             $9::jsonb[], $10::int4[], $11::int4[], $12::bool[], $13::jsonb[], $14::jsonb[])",
+             $9::jsonb[], $10::int4[], $11::int4[], $12::bool[], $13::jsonb[], $14::jsonb[]) \
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(self.id)
         .bind(self.request_id)

@@ -662,6 +662,8 @@ impl Store for SqliteStore {
                     .push_bind(encode_json_opt(&log.error_details))
                     .push_bind(encode_json_opt(&log.runtime_metrics));
             });
+            // Retried batches skip rows already written (see the PostgreSQL store).
+            insert.push(" ON CONFLICT (id) DO NOTHING");
             insert.build().execute(&mut *transaction).await?;
         }
         let errors: Vec<(&RequestLog, &crate::ErrorLog)> = batch
@@ -685,6 +687,7 @@ impl Store for SqliteStore {
                     .push_bind(error.stack_trace.as_deref())
                     .push_bind(encode_json_opt(&error.context));
             });
+            insert.push(" ON CONFLICT (id) DO NOTHING");
             insert.build().execute(&mut *transaction).await?;
         }
         transaction.commit().await?;
