@@ -24,7 +24,7 @@ pub mod state;
 pub use error::ApiError;
 pub use gate::Gate;
 pub use routes::system::metrics as metrics_handler;
-pub use state::AppState;
+pub use state::{AppState, Services};
 
 /// Room for the JSON around a script of `MAX_SCRIPT_SIZE`, so the precise
 /// check (naming the script's size) is the one that answers.

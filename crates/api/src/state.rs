@@ -9,8 +9,27 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::gate::Gate;
 
+/// Cloned for every request by each layer and handler that takes it, so it
+/// is one `Arc`: one reference count to touch instead of one per service
+/// (their atomics showed up in the execute profile).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
     pub sessions: Arc<Sessions>,
     pub registry: Arc<Registry>,
     pub store: Arc<dyn Store>,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lambda_api::{AppState, Gate};
+use lambda_api::{AppState, Gate, Services};
 use lambda_core::{Config, LanguageTitleParser, LogBatcher, Registry, Sessions};
 use tokio::net::TcpListener;
 
@@ -59,7 +59,7 @@ pub async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         trusted_proxies: access.trusted_proxies,
         batcher: batcher.clone(),
     });
-    let state = AppState {
+    let state = AppState::new(Services {
         sessions: sessions.clone(),
         registry,
         store,
@@ -67,7 +67,7 @@ pub async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         config: config.clone(),
         metrics: Some(metrics),
         gate: gate.clone(),
-    };
+    });
 
     let sweeper = tokio::spawn(sweep_periodically(
         sessions.clone(),
