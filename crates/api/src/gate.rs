@@ -159,13 +159,14 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         }
     };
 
+    let mut response = response;
     if let Some(log) = request_log(
         &route,
         client,
         subject,
         headers.as_ref(),
         started,
-        &response,
+        &mut response,
     ) {
         gate.batcher.log_request(log).await;
     }
@@ -200,46 +201,50 @@ fn request_log(
     subject: Option<String>,
     headers: Option<&axum::http::HeaderMap>,
     started: Instant,
-    response: &Response,
+    response: &mut Response,
 ) -> Option<RequestLog> {
     // Headers are only captured when request logging is on.
     let headers = headers?;
-    let execute = response.extensions().get::<ExecuteLog>();
+    // Taken, not cloned: its params move into the log row.
+    let execute = response.extensions_mut().remove::<ExecuteLog>();
     let error = response.extensions().get::<ErrorInfo>();
     if execute.is_none() && error.is_none() {
         return None;
     }
-    let id = Uuid::new_v4();
-    let request_payload = execute
-        .and_then(|log| log.params.clone())
-        .map(|mut params| {
-            mask_secrets(&mut params);
-            json!({ "params": params })
-        });
+    let status_code = i32::from(response.status().as_u16());
+    let (request_id, language_title, cached, params) = match execute {
+        Some(log) => (
+            log.session_id,
+            log.language_title.unwrap_or_default(),
+            log.cached,
+            log.params,
+        ),
+        None => (String::new(), String::new(), false, None),
+    };
+    let request_payload = params.map(|mut params| {
+        mask_secrets(&mut params);
+        json!({ "params": params })
+    });
     let error_log = error.map(|info| ErrorLog {
-        id: Uuid::new_v4(),
+        id: Uuid::now_v7(),
         error_code: info.code.to_string(),
         error_message: info.message.clone(),
         stack_trace: info.stack_trace.clone(),
         context: Some(json!({ "route": route })),
     });
     Some(RequestLog {
-        id,
-        request_id: execute
-            .map(|log| log.session_id.clone())
-            .unwrap_or_default(),
-        language_title: execute
-            .and_then(|log| log.language_title.clone())
-            .unwrap_or_default(),
+        id: Uuid::now_v7(),
+        request_id,
+        language_title,
         timestamp: Utc::now(),
         client_ip: Some(client.to_string()),
         user_id: subject,
         request_headers: error.map(|_| mask_headers(headers)),
         request_payload,
         response_payload: None,
-        status_code: i32::from(response.status().as_u16()),
+        status_code,
         duration_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
-        cached: execute.map(|log| log.cached).unwrap_or(false),
+        cached,
         error_details: error.map(|info| json!({"code": info.code, "message": info.message})),
         runtime_metrics: error.map(|_| json!({ "route": route })),
         error: error_log,
