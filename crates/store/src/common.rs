@@ -106,6 +106,11 @@ pub(crate) const ERROR_CODE_MAX_CHARS: usize = 64;
 /// Cut `text` to at most `max_chars` characters (VARCHAR(n) counts
 /// characters, not bytes).
 pub(crate) fn truncate_chars(text: &str, max_chars: usize) -> Cow<'_, str> {
+    // No more bytes than the limit: no more characters either (the common
+    // case, without walking the characters).
+    if text.len() <= max_chars {
+        return Cow::Borrowed(text);
+    }
     match text.char_indices().nth(max_chars) {
         Some((byte_index, _)) => Cow::Borrowed(&text[..byte_index]),
         None => Cow::Borrowed(text),

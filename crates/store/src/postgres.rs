@@ -1,11 +1,13 @@
 //! The PostgreSQL backend: production's single source of truth.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
@@ -631,24 +633,26 @@ impl Store for PostgresStore {
 }
 
 /// A batch of request logs, column by column, for `INSERT ... UNNEST`.
-struct RequestLogColumns {
+/// Borrowed from the batch: the batcher keeps the rows for a retry, and
+/// copying every field of every row cost more than the encoding itself.
+struct RequestLogColumns<'a> {
     id: Vec<Uuid>,
-    request_id: Vec<String>,
-    language_title: Vec<String>,
+    request_id: Vec<Cow<'a, str>>,
+    language_title: Vec<Cow<'a, str>>,
     timestamp: Vec<DateTime<Utc>>,
-    client_ip: Vec<Option<String>>,
-    user_id: Vec<Option<String>>,
-    request_headers: Vec<Option<Value>>,
-    request_payload: Vec<Option<Value>>,
-    response_payload: Vec<Option<Value>>,
+    client_ip: Vec<Option<Cow<'a, str>>>,
+    user_id: Vec<Option<Cow<'a, str>>>,
+    request_headers: Vec<Option<LogJson<'a>>>,
+    request_payload: Vec<Option<LogJson<'a>>>,
+    response_payload: Vec<Option<LogJson<'a>>>,
     status_code: Vec<i32>,
     duration_ms: Vec<i32>,
     cached: Vec<bool>,
-    error_details: Vec<Option<Value>>,
-    runtime_metrics: Vec<Option<Value>>,
+    error_details: Vec<Option<LogJson<'a>>>,
+    runtime_metrics: Vec<Option<LogJson<'a>>>,
 }
 
-impl RequestLogColumns {
+impl<'a> RequestLogColumns<'a> {
     fn with_capacity(n: usize) -> Self {
         RequestLogColumns {
             id: Vec::with_capacity(n),
@@ -668,7 +672,7 @@ impl RequestLogColumns {
         }
     }
 
-    fn push(&mut self, log: &RequestLog) {
+    fn push(&mut self, log: &'a RequestLog) {
         self.id.push(log.id);
         self.request_id
             .push(log_text(&log.request_id, common::REQUEST_ID_MAX_CHARS));
@@ -735,22 +739,33 @@ impl RequestLogColumns {
 /// PostgreSQL rejects NUL in TEXT and `\u0000` in JSONB. Log rows carry
 /// whatever a user's script sent or printed, and one such value must not lose
 /// the whole batch, so NULs become U+FFFD in logs.
-fn strip_nul(text: &str) -> String {
-    text.replace('\0', "\u{FFFD}")
+fn strip_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 /// A log's VARCHAR value: cut to the column's size, without NULs.
-fn log_text(text: &str, max_chars: usize) -> String {
-    strip_nul(&common::truncate_chars(text, max_chars))
+fn log_text(text: &str, max_chars: usize) -> Cow<'_, str> {
+    match common::truncate_chars(text, max_chars) {
+        Cow::Borrowed(cut) => strip_nul(cut),
+        Cow::Owned(cut) => Cow::Owned(strip_nul(&cut).into_owned()),
+    }
 }
 
-fn json_for_postgres(value: &Option<Value>) -> Option<Value> {
+/// A JSONB value as PostgreSQL takes it (no NUL characters), borrowed
+/// unless a NUL had to be replaced.
+type LogJson<'a> = Json<Cow<'a, Value>>;
+
+fn json_for_postgres(value: &Option<Value>) -> Option<LogJson<'_>> {
     value.as_ref().map(|value| {
-        if value_contains_nul(value) {
-            replace_nul(value)
+        Json(if value_contains_nul(value) {
+            Cow::Owned(replace_nul(value))
         } else {
-            value.clone()
-        }
+            Cow::Borrowed(value)
+        })
     })
 }
 
@@ -767,11 +782,11 @@ fn value_contains_nul(value: &Value) -> bool {
 
 fn replace_nul(value: &Value) -> Value {
     match value {
-        Value::String(text) => Value::String(strip_nul(text)),
+        Value::String(text) => Value::String(strip_nul(text).into_owned()),
         Value::Array(items) => Value::Array(items.iter().map(replace_nul).collect()),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(key, item)| (strip_nul(key), replace_nul(item)))
+                .map(|(key, item)| (strip_nul(key).into_owned(), replace_nul(item)))
                 .collect(),
         ),
         other => other.clone(),
