@@ -112,7 +112,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     };
 
     let mut subject = None;
-    let response = match principal {
+    let mut response = match principal {
         Err(error) => {
             let drained = drain_small_body(request).await;
             let response = error.into_response();
@@ -159,7 +159,6 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         }
     };
 
-    let mut response = response;
     if let Some(log) = request_log(
         &route,
         client,

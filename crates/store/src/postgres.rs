@@ -633,8 +633,8 @@ impl Store for PostgresStore {
 }
 
 /// A batch of request logs, column by column, for `INSERT ... UNNEST`.
-/// Borrowed from the batch: the batcher keeps the rows for a retry, and
-/// copying every field of every row cost more than the encoding itself.
+/// Borrowed from the batch (the batcher keeps the rows for a retry), so no
+/// field of any row is copied to be encoded.
 struct RequestLogColumns<'a> {
     id: Vec<Uuid>,
     request_id: Vec<Cow<'a, str>>,
