@@ -1,8 +1,6 @@
 //! Pieces both backends share: the schema they verify, error mapping and the
 //! small pure rules (version bumps, paging, column limits).
 
-use std::borrow::Cow;
-
 use crate::{FunctionFilter, StoreError};
 
 /// Every table and column this version reads or writes, as
@@ -105,15 +103,15 @@ pub(crate) const ERROR_CODE_MAX_CHARS: usize = 64;
 
 /// Cut `text` to at most `max_chars` characters (VARCHAR(n) counts
 /// characters, not bytes).
-pub(crate) fn truncate_chars(text: &str, max_chars: usize) -> Cow<'_, str> {
+pub(crate) fn truncate_chars(text: &str, max_chars: usize) -> &str {
     // No more bytes than the limit: no more characters either (the common
     // case, without walking the characters).
     if text.len() <= max_chars {
-        return Cow::Borrowed(text);
+        return text;
     }
     match text.char_indices().nth(max_chars) {
-        Some((byte_index, _)) => Cow::Borrowed(&text[..byte_index]),
-        None => Cow::Borrowed(text),
+        Some((byte_index, _)) => &text[..byte_index],
+        None => text,
     }
 }
 

@@ -749,10 +749,7 @@ fn strip_nul(text: &str) -> Cow<'_, str> {
 
 /// A log's VARCHAR value: cut to the column's size, without NULs.
 fn log_text(text: &str, max_chars: usize) -> Cow<'_, str> {
-    match common::truncate_chars(text, max_chars) {
-        Cow::Borrowed(cut) => strip_nul(cut),
-        Cow::Owned(cut) => Cow::Owned(strip_nul(&cut).into_owned()),
-    }
+    strip_nul(common::truncate_chars(text, max_chars))
 }
 
 /// A JSONB value as PostgreSQL takes it (no NUL characters), borrowed

@@ -637,21 +637,21 @@ impl Store for SqliteStore {
                 row.push_bind(log.id.to_string())
                     .push_bind(
                         common::truncate_chars(&log.request_id, common::REQUEST_ID_MAX_CHARS)
-                            .into_owned(),
+                            .to_owned(),
                     )
                     .push_bind(
                         common::truncate_chars(
                             &log.language_title,
                             common::LANGUAGE_TITLE_MAX_CHARS,
                         )
-                        .into_owned(),
+                        .to_owned(),
                     )
                     .push_bind(encode_time(log.timestamp))
                     .push_bind(log.client_ip.as_deref().map(|ip| {
-                        common::truncate_chars(ip, common::CLIENT_IP_MAX_CHARS).into_owned()
+                        common::truncate_chars(ip, common::CLIENT_IP_MAX_CHARS).to_owned()
                     }))
                     .push_bind(log.user_id.as_deref().map(|user| {
-                        common::truncate_chars(user, common::USER_ID_MAX_CHARS).into_owned()
+                        common::truncate_chars(user, common::USER_ID_MAX_CHARS).to_owned()
                     }))
                     .push_bind(encode_json_opt(&log.request_headers))
                     .push_bind(encode_json_opt(&log.request_payload))
@@ -681,7 +681,7 @@ impl Store for SqliteStore {
                     .push_bind(encode_time(log.timestamp))
                     .push_bind(
                         common::truncate_chars(&error.error_code, common::ERROR_CODE_MAX_CHARS)
-                            .into_owned(),
+                            .to_owned(),
                     )
                     .push_bind(error.error_message.as_str())
                     .push_bind(error.stack_trace.as_deref())
