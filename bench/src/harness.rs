@@ -132,8 +132,8 @@ pub const SEEDED: [(&str, &str, &str); 3] = [
 ];
 
 /// The spacing of the paced new-script initializes: one per language per
-/// this many ms, which two blank workers refilled after `REPLENISH_DELAY`
-/// (250 ms) plus a process start keep up with.
+/// this many ms, which two blank workers, refilled once their pool is quiet
+/// (20 ms without a request, at the latest 250 ms after use), keep up with.
 const NEW_SCRIPT_PACE_MS: u64 = 250;
 const ADD_BODY: &str = r#"{"params":{"a":5,"b":3}}"#;
 const ADD_EXPECT: &str = "\"result\":8";
