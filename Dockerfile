@@ -99,7 +99,7 @@ ENV PATH=/opt/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     DATA_DIR=/var/lib/lambda \
     RUNTIME_MAPPINGS_FILE=/etc/lambda/runtime_mappings.json \
     LOG_FORMAT=json \
-    RUST_LOG=info
+    RUST_LOG="info,wasmtime_wasi=warn"
 
 WORKDIR /var/lib/lambda
 USER ${APP_UID}:${APP_UID}

@@ -78,7 +78,7 @@ impl TestService {
             .env_remove("DATABASE_URL")
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("DATA_DIR", &data_dir)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,wasmtime_wasi=warn")
             // Tests make many calls from one address; the limits themselves
             // are tested with their own settings.
             .env("RATE_LIMIT_EXECUTE_ANONYMOUS_PER_MINUTE", "1000000")
