@@ -13,15 +13,6 @@ mod serve;
 mod store;
 mod telemetry;
 
-// glibc's malloc and free were 15% of the service's CPU under load. With
-// jemalloc, warm executes at 32 connections went from 0.095, 0.095, 0.138
-// and 0.145x the in-process baseline (Node.js, Python, Rust, WebAssembly;
-// means of four interleaved benchmark runs) to 0.115, 0.123, 0.168 and
-// 0.185x, and peak RSS with 10,000 idle connections from 218 to 242 MiB
-// (mimalloc reached 345 MiB there, over the 256 MiB budget).
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[derive(Parser)]
 #[command(
     name = "lambda-microservice",
