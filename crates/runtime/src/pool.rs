@@ -138,6 +138,10 @@ pub struct WorkerInfo {
 
 const DIAGNOSTICS_TAIL_BYTES: usize = 4096;
 
+/// How long shutdown waits for starting and busy workers; see
+/// [`WorkerPool::wait_stopped`].
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
+
 /// See [`Inner::replenish_soon`].
 const REFILL_QUIET: Duration = Duration::from_millis(20);
 const REFILL_MAX_DEFER: Duration = Duration::from_millis(250);
@@ -1305,6 +1309,18 @@ impl WorkerPool {
         self.inner.kill_taken(state, workers, "shutdown");
     }
 
+    /// Waits, at most `within`, until no worker holds a slot: workers still
+    /// starting are killed as they come up, busy ones as they come back.
+    /// Without this, a worker still starting when the service exits is
+    /// killed mid-start by dropping its handle: a kill that can land before
+    /// bubblewrap has set up `--die-with-parent` inside the sandbox.
+    pub async fn wait_stopped(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while lock(&self.inner.state).n_live > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Every live worker with its host pid (the process the pool started).
     pub fn workers(&self) -> Vec<WorkerInfo> {
         lock(&self.inner.state).infos.values().cloned().collect()
@@ -1393,6 +1409,7 @@ impl LanguageRuntime for PooledRuntime {
     async fn shutdown(&self) {
         if let Ok(pool) = &self.pool {
             pool.shutdown();
+            pool.wait_stopped(SHUTDOWN_WAIT).await;
         }
     }
 }

@@ -180,8 +180,18 @@ impl TestService {
 }
 
 impl Drop for TestService {
+    /// SIGTERM first, so the service stops its workers itself as in a
+    /// real stop; SIGKILL only if it does not exit within 5 s.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on the pid of our own unreaped child.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
