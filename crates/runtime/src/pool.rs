@@ -923,7 +923,8 @@ impl Inner {
                         reason: "the runtime is shutting down".into(),
                     });
                 }
-                state.last_active = Some(Instant::now());
+                // The request's own start time: no clock read per attempt.
+                state.last_active = state.last_active.max(Some(started));
                 let mut plan = None;
                 while let Some(mut worker) = state.idle.get_mut(&key).and_then(Vec::pop) {
                     if state.idle.get(&key).is_some_and(Vec::is_empty) {
