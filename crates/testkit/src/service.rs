@@ -78,7 +78,8 @@ impl TestService {
             .env_remove("DATABASE_URL")
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("DATA_DIR", &data_dir)
-            .env("RUST_LOG", "info,wasmtime_wasi=warn")
+            // The service's own default filter, not the caller's.
+            .env_remove("RUST_LOG")
             // Tests make many calls from one address; the limits themselves
             // are tested with their own settings.
             .env("RATE_LIMIT_EXECUTE_ANONYMOUS_PER_MINUTE", "1000000")
@@ -151,12 +152,7 @@ impl TestService {
         let Some(mut child) = self.child.take() else {
             bail!("service already stopped");
         };
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: plain kill(2) on the pid of our own child, which has not
-        // been reaped yet (we still own its `Child`).
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+        terminate(&child);
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = child.try_wait()? {
@@ -184,10 +180,7 @@ impl Drop for TestService {
     /// real stop; SIGKILL only if it does not exit within 5 s.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: plain kill(2) on the pid of our own unreaped child.
-            unsafe {
-                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-            }
+            terminate(&child);
             let deadline = Instant::now() + Duration::from_secs(5);
             while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
@@ -195,5 +188,14 @@ impl Drop for TestService {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// SIGTERM to `child`: the service's graceful stop.
+fn terminate(child: &Child) {
+    // SAFETY: plain kill(2) on the pid of our own child, which has not been
+    // reaped yet (the caller still owns its `Child`).
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
 }
