@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use lambda_store::{ExecutionCount, RequestLog, Store};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 /// Rows per database round trip.
 const MAX_BATCH_ROWS: usize = 1000;
@@ -50,10 +51,18 @@ pub struct LogBatcherTask {
     handle: JoinHandle<()>,
 }
 
+/// How long the store remembers an applied counter batch. A batch is
+/// retried within seconds of its lost answer, unless the database stays
+/// away; a day covers any outage short of one that needs an operator.
+pub(crate) const COUNTER_BATCH_MEMORY: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
 #[derive(Default)]
 struct Pending {
     requests: Vec<RequestLog>,
     executions: HashMap<String, (i64, DateTime<Utc>)>,
+    /// The id the store knows these counts by, kept across retries so a
+    /// retry of a batch that did land counts nothing twice.
+    executions_batch: Option<Uuid>,
 }
 
 impl Pending {
@@ -241,10 +250,10 @@ async fn write(store: &dyn Store, pending: &mut Pending) -> lambda_store::Result
                 last_executed_at: at,
             })
             .collect();
-        // One statement: it lands whole or not at all, so a retry never
-        // counts a session twice.
-        store.record_execution_counts(&counts).await?;
+        let batch = *pending.executions_batch.get_or_insert_with(Uuid::now_v7);
+        store.record_execution_counts(batch, &counts).await?;
         pending.executions.clear();
+        pending.executions_batch = None;
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::caller::Caller;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::language_title::LanguageTitleParser;
-use crate::log_batcher::LogBatcher;
+use crate::log_batcher::{LogBatcher, COUNTER_BATCH_MEMORY};
 use crate::result_cache::{CacheControl, CacheKey, ResultCache};
 use crate::scripts::{self, build_script, compile_params_schema, has_artifacts, params_schema};
 use crate::session_cache::{Cached, LiveSession, SessionCache};
@@ -665,14 +665,17 @@ impl Sessions {
         Ok(())
     }
 
-    /// Deletes expired sessions from the store and the cache; returns how
-    /// many rows went.
+    /// Deletes expired sessions from the store and the cache, and the
+    /// store's memory of old counter batches; returns how many sessions went.
     pub async fn sweep_expired(&self) -> Result<u64> {
         let now = Utc::now();
         for session in self.cache.remove_expired(now) {
             self.runtimes_release(&session).await;
         }
         let deleted = self.store.delete_expired_sessions(now).await?;
+        self.store
+            .forget_counter_batches(now - COUNTER_BATCH_MEMORY)
+            .await?;
         let active = self.store.count_active_sessions(now).await?;
         metrics::gauge!("lambda_active_sessions").set(active as f64);
         Ok(deleted)

@@ -53,6 +53,7 @@ pub(crate) const EXPECTED_COLUMNS: &[(&str, &str, &[&str])] = &[
             "metadata",
         ],
     ),
+    ("meta", "counter_batches", &["batch_id", "applied_at"]),
     (
         "public",
         "request_logs",

@@ -253,7 +253,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<SessionRecord>>;
     /// Apply many sessions' write-behind counters in one round trip,
     /// without reading the rows back. Sessions that are gone are skipped.
-    async fn record_execution_counts(&self, counts: &[ExecutionCount]) -> Result<()>;
+    /// `batch` names this set of counts: applying a batch that was already
+    /// applied (a retry after a commit whose answer was lost) changes nothing.
+    async fn record_execution_counts(&self, batch: Uuid, counts: &[ExecutionCount]) -> Result<()>;
+    /// Forget the ids of counter batches applied before `before`; returns
+    /// how many. A batch retried after that would count again.
+    async fn forget_counter_batches(&self, before: DateTime<Utc>) -> Result<u64>;
     /// Returns whether a session was deleted.
     async fn delete_session(&self, request_id: &str) -> Result<bool>;
     /// Delete sessions whose `expires_at` is before `now`; returns how many.

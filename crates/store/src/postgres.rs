@@ -350,27 +350,41 @@ impl Store for PostgresStore {
         row.as_ref().map(session_from_row).transpose()
     }
 
-    async fn record_execution_counts(&self, counts: &[ExecutionCount]) -> Result<()> {
+    async fn record_execution_counts(&self, batch: Uuid, counts: &[ExecutionCount]) -> Result<()> {
         if counts.is_empty() {
             return Ok(());
         }
         let request_ids: Vec<&str> = counts.iter().map(|c| c.request_id.as_str()).collect();
         let increments: Vec<i64> = counts.iter().map(|c| c.count).collect();
         let times: Vec<DateTime<Utc>> = counts.iter().map(|c| c.last_executed_at).collect();
-        // One statement for the whole flush; GREATEST skips a NULL, and keeps
-        // last_executed_at moving forward when batches land out of order.
+        // One statement for the whole flush, so it lands whole or not at
+        // all. The batch id is claimed in the same statement: when it was
+        // claimed before, `claimed` is empty and nothing is counted again.
+        // GREATEST skips a NULL, and keeps last_executed_at moving forward
+        // when batches land out of order.
         sqlx::query(
-            "UPDATE meta.sessions s SET execution_count = s.execution_count + c.count, \
+            "WITH claimed AS (INSERT INTO meta.counter_batches (batch_id) VALUES ($4) \
+             ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id) \
+             UPDATE meta.sessions s SET execution_count = s.execution_count + c.count, \
              last_executed_at = GREATEST(s.last_executed_at, c.at) \
-             FROM UNNEST($1::text[], $2::bigint[], $3::timestamptz[]) AS c(request_id, count, at) \
-             WHERE s.request_id = c.request_id",
+             FROM UNNEST($1::text[], $2::bigint[], $3::timestamptz[]) AS c(request_id, count, at), \
+             claimed WHERE s.request_id = c.request_id",
         )
         .bind(&request_ids)
         .bind(&increments)
         .bind(&times)
+        .bind(batch)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn forget_counter_batches(&self, before: DateTime<Utc>) -> Result<u64> {
+        let result = sqlx::query("DELETE FROM meta.counter_batches WHERE applied_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
     }
 
     async fn delete_session(&self, request_id: &str) -> Result<bool> {

@@ -389,13 +389,25 @@ impl Store for SqliteStore {
         row.as_ref().map(session_from_row).transpose()
     }
 
-    async fn record_execution_counts(&self, counts: &[ExecutionCount]) -> Result<()> {
+    async fn record_execution_counts(&self, batch: Uuid, counts: &[ExecutionCount]) -> Result<()> {
         if counts.is_empty() {
             return Ok(());
         }
         // SQLite is in-process: one transaction of small updates is the
-        // cheap way, and it commits all or nothing.
+        // cheap way, and it commits all or nothing, the batch's id with it.
         let mut transaction = self.pool.begin().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO counter_batches (batch_id, applied_at) VALUES (?1, ?2) \
+             ON CONFLICT (batch_id) DO NOTHING",
+        )
+        .bind(batch.to_string())
+        .bind(encode_time(Utc::now()))
+        .execute(&mut *transaction)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            // Applied before: a retry whose first attempt did commit.
+            return Ok(());
+        }
         for count in counts {
             sqlx::query(
                 "UPDATE sessions SET execution_count = execution_count + ?2, \
@@ -410,6 +422,14 @@ impl Store for SqliteStore {
         }
         transaction.commit().await?;
         Ok(())
+    }
+
+    async fn forget_counter_batches(&self, before: DateTime<Utc>) -> Result<u64> {
+        let result = sqlx::query("DELETE FROM counter_batches WHERE applied_at < ?1")
+            .bind(encode_time(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
     }
 
     async fn delete_session(&self, request_id: &str) -> Result<bool> {

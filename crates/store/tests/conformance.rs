@@ -351,18 +351,23 @@ mod cases {
             count,
             last_executed_at: at,
         };
-        store
-            .record_execution_counts(&[
-                count("req-batch-a", 3, first),
-                count("req-batch-b", 1, first),
-                count("req-batch-gone", 5, first),
-            ])
-            .await?;
+        let batch = Uuid::now_v7();
+        let counts = [
+            count("req-batch-a", 3, first),
+            count("req-batch-b", 1, first),
+            count("req-batch-gone", 5, first),
+        ];
+        store.record_execution_counts(batch, &counts).await?;
+        // The same batch again (a retry after a lost commit answer): no-op.
+        store.record_execution_counts(batch, &counts).await?;
         // A later flush with an older time: counted, time kept.
         store
-            .record_execution_counts(&[count("req-batch-a", 2, first - Duration::seconds(5))])
+            .record_execution_counts(
+                Uuid::now_v7(),
+                &[count("req-batch-a", 2, first - Duration::seconds(5))],
+            )
             .await?;
-        store.record_execution_counts(&[]).await?;
+        store.record_execution_counts(Uuid::now_v7(), &[]).await?;
         let a = store.get_session("req-batch-a").await?.context("a")?;
         let b = store.get_session("req-batch-b").await?.context("b")?;
         ensure!(a.execution_count == 5, "a counted {}", a.execution_count);
@@ -370,6 +375,23 @@ mod cases {
         ensure!(b.execution_count == 1 && b.last_executed_at == Some(first));
         ensure!(a.status == SessionStatus::Active);
         ensure!(store.get_session("req-batch-gone").await?.is_none());
+        // Forgotten batch ids: only those applied before the cut-off go, and
+        // a forgotten batch counts again.
+        ensure!(
+            store
+                .forget_counter_batches(first - Duration::hours(1))
+                .await?
+                == 0
+        );
+        ensure!(
+            store
+                .forget_counter_batches(now() + Duration::seconds(1))
+                .await?
+                == 2
+        );
+        store.record_execution_counts(batch, &counts[..1]).await?;
+        let a = store.get_session("req-batch-a").await?.context("a")?;
+        ensure!(a.execution_count == 8, "a counted {}", a.execution_count);
         Ok(())
     }
 
