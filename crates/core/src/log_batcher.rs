@@ -13,17 +13,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lambda_store::{ExecutionCount, RequestLog, Store};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// Rows per database round trip.
 const MAX_BATCH_ROWS: usize = 1000;
-/// While a batch gathers, the task looks at the queue this often instead of
-/// being woken by every row (two per execute): a tick costs one wake-up for
-/// hundreds of rows. Small against the queue: at 5 ms, filling the default
-/// 10,000-row queue within one tick would take 2 million rows a second.
-const GATHER_TICK: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 enum Item {
@@ -39,8 +34,6 @@ enum Item {
 #[derive(Clone)]
 pub struct LogBatcher {
     sender: Option<mpsc::Sender<Item>>,
-    /// Cuts a gathering tick short for `flush`, whose caller waits.
-    flush_requested: Arc<Notify>,
     capacity: usize,
     /// `DB_LOGGING_ENABLED`: request logs are off, session counters stay on.
     log_requests: bool,
@@ -91,17 +84,10 @@ impl LogBatcher {
         log_requests: bool,
     ) -> (LogBatcher, LogBatcherTask) {
         let (sender, receiver) = mpsc::channel(capacity);
-        let flush_requested = Arc::new(Notify::new());
-        let handle = tokio::spawn(drain(
-            store,
-            receiver,
-            flush_interval,
-            flush_requested.clone(),
-        ));
+        let handle = tokio::spawn(drain(store, receiver, flush_interval));
         (
             LogBatcher {
                 sender: Some(sender),
-                flush_requested,
                 capacity,
                 log_requests,
             },
@@ -136,7 +122,6 @@ impl LogBatcher {
     pub async fn flush(&self) {
         let (waiter, done) = oneshot::channel();
         self.send(Item::Flush(waiter)).await;
-        self.flush_requested.notify_one();
         let _ = done.await;
     }
 
@@ -167,12 +152,7 @@ impl LogBatcherTask {
     }
 }
 
-async fn drain(
-    store: Arc<dyn Store>,
-    mut receiver: mpsc::Receiver<Item>,
-    interval: Duration,
-    flush_requested: Arc<Notify>,
-) {
+async fn drain(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Item>, interval: Duration) {
     let mut pending = Pending::default();
     let mut flush_waiters = Vec::new();
     let mut open = true;
@@ -184,28 +164,11 @@ async fn drain(
             None => open = false,
         }
         let deadline = tokio::time::Instant::now() + interval;
-        loop {
-            while pending.len() < MAX_BATCH_ROWS && flush_waiters.is_empty() {
-                match receiver.try_recv() {
-                    Ok(item) => pending.add(item, &mut flush_waiters),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                }
-            }
-            let now = tokio::time::Instant::now();
-            if !open
-                || pending.len() >= MAX_BATCH_ROWS
-                || !flush_waiters.is_empty()
-                || now >= deadline
-            {
-                break;
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline.min(now + GATHER_TICK)) => {}
-                () = flush_requested.notified() => {}
+        while open && pending.len() < MAX_BATCH_ROWS && flush_waiters.is_empty() {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(item)) => pending.add(item, &mut flush_waiters),
+                Ok(None) => open = false,
+                Err(_) => break,
             }
         }
         write_with_retry(store.as_ref(), &mut pending).await;
