@@ -377,6 +377,29 @@ struct Inner {
     holders_changed: Notify,
     next_id: AtomicU64,
     language: &'static str,
+    gauges: WorkerGauges,
+}
+
+/// The pool's `lambda_runtime_workers` gauges, registered once: a lookup by
+/// name and labels hashes them and probes the registry, and `publish` runs
+/// under the pool lock on every check-out and check-in.
+struct WorkerGauges {
+    blank: metrics::Gauge,
+    idle: metrics::Gauge,
+    busy: metrics::Gauge,
+    starting: metrics::Gauge,
+}
+
+impl WorkerGauges {
+    fn register(language: &'static str) -> WorkerGauges {
+        let gauge = |state: &'static str| metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => state);
+        WorkerGauges {
+            blank: gauge("blank"),
+            idle: gauge("idle"),
+            busy: gauge("busy"),
+            starting: gauge("starting"),
+        }
+    }
 }
 
 /// A worker pool for one language. Cheap to clone.
@@ -477,15 +500,10 @@ impl Inner {
         let n_blank = state.blank.len();
         let n_idle = state.n_idle();
         let n_starting = state.n_live.saturating_sub(n_blank + n_idle + state.n_busy);
-        let language = self.language;
-        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "blank")
-            .set(n_blank as f64);
-        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "idle")
-            .set(n_idle as f64);
-        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "busy")
-            .set(state.n_busy as f64);
-        metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => "starting")
-            .set(n_starting as f64);
+        self.gauges.blank.set(n_blank as f64);
+        self.gauges.idle.set(n_idle as f64);
+        self.gauges.busy.set(state.n_busy as f64);
+        self.gauges.starting.set(n_starting as f64);
     }
 
     fn set_info(state: &mut State, worker: &Worker, worker_state: WorkerState) {
@@ -1237,6 +1255,7 @@ impl WorkerPool {
             holders_changed: Notify::new(),
             next_id: AtomicU64::new(1),
             language,
+            gauges: WorkerGauges::register(language),
         });
         inner.replenish();
         WorkerPool { inner }
