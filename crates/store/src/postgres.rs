@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::common::{self, conflict_or_database};
@@ -32,6 +32,10 @@ const MAX_CONNECTIONS: u32 = 16;
 /// A dead or unreachable database answers with an error after this long
 /// instead of hanging requests.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A pooled connection idle at least this long is pinged before use: the
+/// server or a proxy may have closed it meanwhile.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 const SESSION_COLUMNS: &str = "request_id, language_title, user_id, created_at, expires_at, \
      last_executed_at, execution_count, status, context, script_content, script_hash, \
@@ -63,6 +67,18 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // sqlx pings every connection it hands out: a round trip per
+            // query. Only one that sat idle a while is worth checking; a
+            // failed ping drops it and the pool hands out another.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(database_url)
             .await?;
         Ok(PostgresStore { pool })
