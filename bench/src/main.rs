@@ -147,8 +147,13 @@ fn render(json: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The checkout this run belongs to. `cargo run` names it at run time; the
+/// path baked in at compile time is only a fallback, because a build cache
+/// shared by several checkouts (CI's) serves a binary built in another one.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))

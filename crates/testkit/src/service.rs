@@ -7,6 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+/// The repository's Language-Title aliases, embedded and written next to
+/// each test service: a path baked in at compile time would point into
+/// whichever checkout built this crate, and a build cache shared by several
+/// checkouts (CI's) serves that build to the others.
+const RUNTIME_MAPPINGS: &str = include_str!("../../../config/runtime_mappings.json");
+
 /// How to start the service. `env` is applied after the defaults, so a test
 /// can override any of them.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +78,8 @@ impl TestService {
             uuid::Uuid::new_v4().simple()
         ));
         let log = std::fs::File::create(&log_path)?;
+        let mappings = data_dir.join("runtime_mappings.json");
+        std::fs::write(&mappings, RUNTIME_MAPPINGS)?;
         let mut command = Command::new(binary);
         command
             .arg("serve")
@@ -86,10 +94,7 @@ impl TestService {
             .env("RATE_LIMIT_EXECUTE_PER_MINUTE", "1000000")
             .env("RATE_LIMIT_FUNCTIONS_PER_MINUTE", "1000000")
             .env("RATE_LIMIT_OTHER_PER_MINUTE", "1000000")
-            .env(
-                "RUNTIME_MAPPINGS_FILE",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/runtime_mappings.json"),
-            )
+            .env("RUNTIME_MAPPINGS_FILE", &mappings)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
