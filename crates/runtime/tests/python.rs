@@ -423,6 +423,47 @@ async fn spawned_processes_stay_in_the_sandbox_and_fork_bombs_are_contained() {
     still_works(&rt).await;
 }
 
+/// The worker skips the host-wide kill(-1) while no pid was handed out in
+/// its sandbox; a process left behind must still be gone by the next
+/// request, and requests that start nothing must not disturb the worker.
+#[tokio::test]
+async fn a_process_left_running_is_reaped_before_the_next_request() {
+    let (rt, _c) = python();
+    let source = r#"import os, re, subprocess
+def live():
+    n = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if not re.match(r"^\d+ \(.*\) [ZX]", f.read()):
+                        n += 1
+            except OSError:
+                pass
+    return n
+def handler(event):
+    if event["params"].get("leave"):
+        subprocess.Popen(["sleep", "30"], start_new_session=True)
+    return live()
+"#;
+    let s = script(Language::Python, source);
+    rt.prepare(&s).await.unwrap();
+    for _ in 0..3 {
+        let out = rt.execute(&s, &event(json!({})), &limits()).await.unwrap();
+        assert_eq!(out.result, json!(2));
+    }
+    for _ in 0..2 {
+        let out = rt
+            .execute(&s, &event(json!({"leave": true})), &limits())
+            .await
+            .unwrap();
+        assert_eq!(out.result, json!(3));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let out = rt.execute(&s, &event(json!({})), &limits()).await.unwrap();
+        assert_eq!(out.result, json!(2));
+    }
+}
+
 #[tokio::test]
 async fn infinite_loop_times_out() {
     let (rt, _c) = python();
