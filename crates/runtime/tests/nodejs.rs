@@ -422,9 +422,6 @@ return live();"#
     still_works(&rt).await;
 }
 
-/// The worker skips the host-wide kill(-1) while no pid was handed out in
-/// its sandbox; a process left behind must still be gone by the next
-/// request, and requests that start nothing must not disturb the worker.
 #[tokio::test]
 async fn a_process_left_running_is_reaped_before_the_next_request() {
     let (rt, _c) = node();
@@ -436,24 +433,7 @@ if (event.params.leave) {{
 }}
 return live();"#
     );
-    let s = script(Language::Nodejs, &source);
-    rt.prepare(&s).await.unwrap();
-    for _ in 0..3 {
-        let out = rt.execute(&s, &event(json!({})), &limits()).await.unwrap();
-        assert_eq!(out.result, json!(2));
-    }
-    for _ in 0..2 {
-        // The sleep runs while its request does...
-        let out = rt
-            .execute(&s, &event(json!({"leave": true})), &limits())
-            .await
-            .unwrap();
-        assert_eq!(out.result, json!(3));
-        // ...and not after it.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let out = rt.execute(&s, &event(json!({})), &limits()).await.unwrap();
-        assert_eq!(out.result, json!(2));
-    }
+    assert_left_processes_are_reaped(&rt, Language::Nodejs, &source).await;
 }
 
 #[tokio::test]

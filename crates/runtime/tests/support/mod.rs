@@ -386,3 +386,39 @@ pub async fn assert_oversized_results_are_refused(
     assert_limit(&err, &[LimitKind::ResultSize]);
     still_works(rt, language).await;
 }
+
+/// `source` returns how many live processes its sandbox holds, and starts a
+/// detached `sleep` first when `params.leave` is set. The worker skips the
+/// host-wide kill(-1) while no pid was handed out in its sandbox; a process
+/// left behind must still be gone by the next request, and requests that
+/// start nothing must not disturb the worker (bwrap and the worker: 2).
+pub async fn assert_left_processes_are_reaped(
+    rt: &PooledRuntime,
+    language: Language,
+    source: &str,
+) {
+    let s = script(language, source);
+    rt.prepare(&s).await.expect("the script loads");
+    for _ in 0..3 {
+        let out = rt
+            .execute(&s, &event(json!({})), &limits())
+            .await
+            .expect("runs");
+        assert_eq!(out.result, json!(2));
+    }
+    for _ in 0..2 {
+        // The sleep runs while its request does...
+        let out = rt
+            .execute(&s, &event(json!({"leave": true})), &limits())
+            .await
+            .expect("runs");
+        assert_eq!(out.result, json!(3));
+        // ...and not after it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let out = rt
+            .execute(&s, &event(json!({})), &limits())
+            .await
+            .expect("runs");
+        assert_eq!(out.result, json!(2));
+    }
+}
