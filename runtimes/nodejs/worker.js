@@ -325,11 +325,11 @@ function invoke(event) {
 // kill(-1) would reach the host.
 const SANDBOXED = process.env.LAMBDA_SANDBOX === 'bwrap';
 // kill(-1) walks every process on the host, not just the sandbox's: about
-// 14 us with a hundred of them, on every request. The namespace hands out
-// pids in order, so when its last pid has not moved since the last reap,
-// nothing was started (threads included) and there is nothing to kill. Once
-// a second the kill runs anyway, so a pid counter wrapped on purpose to
-// the same value buys a stray no more than that.
+// 5 us with 85 host processes and 14 us with 384, on every request. The
+// namespace hands out pids in order, so when its last pid has not moved
+// since the last reap, nothing was started (threads included) and there is
+// nothing to kill. Once a second the kill runs anyway, so a pid counter
+// wrapped on purpose to the same value buys a stray no more than that.
 const LAST_PID_FD = (() => {
   if (!SANDBOXED) return -1;
   try {
