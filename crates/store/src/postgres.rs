@@ -620,11 +620,36 @@ impl Store for PostgresStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut transaction = self.pool.begin().await?;
         // A batch is retried until it lands, and a commit whose answer was
-        // lost may have landed: rows already there are skipped by their id,
-        // not a unique violation that would fail every retry for good.
-        //
+        // lost may have landed. Rows already there must be skipped by their
+        // id, not fail every retry for good. But `ON CONFLICT DO NOTHING`
+        // makes each row a speculative insertion, about a third more
+        // PostgreSQL CPU per row (10.5 against 13.9 us, 100,000 rows), on
+        // the cores the service runs on. So a batch goes in as plain inserts
+        // first; only one that meets its own earlier copy (the unique key
+        // of `request_logs.id`, rolled back whole) is written again
+        // skipping the rows already there.
+        match self.write_logs(batch, IfLogExists::Fail).await {
+            Err(StoreError::Database(sqlx::Error::Database(error)))
+                if error.is_unique_violation() =>
+            {
+                self.write_logs(batch, IfLogExists::Skip).await
+            }
+            outcome => outcome,
+        }
+    }
+}
+
+/// What an insert of request logs does with a row whose id is stored.
+#[derive(Clone, Copy)]
+enum IfLogExists {
+    Fail,
+    Skip,
+}
+
+impl PostgresStore {
+    async fn write_logs(&self, batch: &[RequestLog], if_exists: IfLogExists) -> Result<()> {
+        let mut transaction = self.pool.begin().await?;
         // One array per column and one statement text whatever the batch
         // size: prepared once per connection, where a multi-row VALUES
         // list was parsed and planned anew for every flush (PostgreSQL's
@@ -634,8 +659,9 @@ impl Store for PostgresStore {
             for log in chunk {
                 columns.push(log);
             }
-            columns.insert(&mut transaction).await?;
+            columns.insert(&mut transaction, if_exists).await?;
         }
+        // Error rows are few (one per failed request): always skipped by id.
         let errors: Vec<(&RequestLog, &crate::ErrorLog)> = batch
             .iter()
             .filter_map(|log| log.error.as_ref().map(|error| (log, error)))
@@ -661,6 +687,19 @@ impl Store for PostgresStore {
         Ok(())
     }
 }
+
+/// The request-log insert, a macro so that `concat!` can extend it.
+macro_rules! insert_request_logs {
+    () => {
+        "INSERT INTO public.request_logs (id, request_id, language_title, timestamp, \
+         client_ip, user_id, request_headers, request_payload, response_payload, \
+         status_code, duration_ms, cached, error_details, runtime_metrics) \
+         SELECT * FROM UNNEST($1::uuid[], $2::varchar[], $3::varchar[], \
+         $4::timestamptz[], $5::varchar[], $6::varchar[], $7::jsonb[], $8::jsonb[], \
+         $9::jsonb[], $10::int4[], $11::int4[], $12::bool[], $13::jsonb[], $14::jsonb[])"
+    };
+}
+const INSERT_REQUEST_LOGS: &str = insert_request_logs!();
 
 /// A batch of request logs, column by column, for `INSERT ... UNNEST`.
 /// Borrowed from the batch (the batcher keeps the rows for a retry), so no
@@ -736,32 +775,28 @@ impl<'a> RequestLogColumns<'a> {
             .push(json_for_postgres(&log.runtime_metrics));
     }
 
-    async fn insert(self, connection: &mut PgConnection) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO public.request_logs (id, request_id, language_title, timestamp, \
-             client_ip, user_id, request_headers, request_payload, response_payload, \
-             status_code, duration_ms, cached, error_details, runtime_metrics) \
-             SELECT * FROM UNNEST($1::uuid[], $2::varchar[], $3::varchar[], \
-             $4::timestamptz[], $5::varchar[], $6::varchar[], $7::jsonb[], $8::jsonb[], \
-             $9::jsonb[], $10::int4[], $11::int4[], $12::bool[], $13::jsonb[], $14::jsonb[]) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(self.id)
-        .bind(self.request_id)
-        .bind(self.language_title)
-        .bind(self.timestamp)
-        .bind(self.client_ip)
-        .bind(self.user_id)
-        .bind(self.request_headers)
-        .bind(self.request_payload)
-        .bind(self.response_payload)
-        .bind(self.status_code)
-        .bind(self.duration_ms)
-        .bind(self.cached)
-        .bind(self.error_details)
-        .bind(self.runtime_metrics)
-        .execute(connection)
-        .await?;
+    async fn insert(self, connection: &mut PgConnection, if_exists: IfLogExists) -> Result<()> {
+        let statement = match if_exists {
+            IfLogExists::Fail => INSERT_REQUEST_LOGS,
+            IfLogExists::Skip => concat!(insert_request_logs!(), " ON CONFLICT (id) DO NOTHING"),
+        };
+        sqlx::query(statement)
+            .bind(self.id)
+            .bind(self.request_id)
+            .bind(self.language_title)
+            .bind(self.timestamp)
+            .bind(self.client_ip)
+            .bind(self.user_id)
+            .bind(self.request_headers)
+            .bind(self.request_payload)
+            .bind(self.response_payload)
+            .bind(self.status_code)
+            .bind(self.duration_ms)
+            .bind(self.cached)
+            .bind(self.error_details)
+            .bind(self.runtime_metrics)
+            .execute(connection)
+            .await?;
         Ok(())
     }
 }
