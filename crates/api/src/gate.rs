@@ -131,10 +131,15 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
                 Instant::now(),
             );
             if decision.allowed {
-                request
-                    .extensions_mut()
-                    .insert(caller_for(&principal, gate.authenticator.is_enabled()));
-                let mut response = next.run(request).await;
+                let mut response = match declared_oversize(&request, &state) {
+                    Some(refused) => refused,
+                    None => {
+                        request
+                            .extensions_mut()
+                            .insert(caller_for(&principal, gate.authenticator.is_enabled()));
+                        next.run(request).await
+                    }
+                };
                 decision.apply_headers(response.headers_mut());
                 response
             } else {
@@ -170,6 +175,33 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         gate.batcher.log_request(log).await;
     }
     response
+}
+
+/// A declared `Content-Length` over the route's limit is refused before any
+/// of the body is read (`DefaultBodyLimit` still cuts off streamed bodies).
+/// Here rather than in a middleware of its own: each layer costs every
+/// request a clone of the inner service and a boxed future.
+fn declared_oversize(request: &Request, state: &AppState) -> Option<Response> {
+    let limit = if request.uri().path().starts_with("/api/v1/execute/") {
+        state.config.max_params_size
+    } else {
+        state.config.max_script_size + crate::BODY_OVERHEAD
+    };
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())?;
+    // The body stays unread, so this connection cannot carry another
+    // request: say so, or a client may reuse it and fail.
+    (length > limit as u64).then(|| {
+        close_connection(
+            ApiError::payload_too_large(format!(
+                "request body of {length} bytes is over the limit of {limit} bytes"
+            ))
+            .into_response(),
+        )
+    })
 }
 
 /// Reads (and drops) a refused request's body when it is small, so the

@@ -28,7 +28,7 @@ pub use state::{AppState, Services};
 
 /// Room for the JSON around a script of `MAX_SCRIPT_SIZE`, so the precise
 /// check (naming the script's size) is the one that answers.
-const BODY_OVERHEAD: usize = 64 * 1024;
+pub(crate) const BODY_OVERHEAD: usize = 64 * 1024;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -95,36 +95,6 @@ fn cors(origins: &[String]) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(86400))
 }
 
-/// A declared `Content-Length` over the route's limit is refused before any
-/// of the body is read (`DefaultBodyLimit` still cuts off streamed bodies).
-async fn refuse_declared_oversize(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    request: axum::extract::Request,
-    next: middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let limit = if request.uri().path().starts_with("/api/v1/execute/") {
-        state.config.max_params_size
-    } else {
-        state.config.max_script_size + BODY_OVERHEAD
-    };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    match declared {
-        // The body stays unread, so this connection cannot carry another
-        // request: say so, or a client may reuse it and fail.
-        Some(length) if length > limit as u64 => ApiError::payload_too_large(format!(
-            "request body of {length} bytes is over the limit of {limit} bytes"
-        ))
-        .with_header(header::CONNECTION, HeaderValue::from_static("close"))
-        .into_response(),
-        _ => next.run(request).await,
-    }
-}
-
 /// The whole service's router.
 pub fn app(state: AppState) -> Router {
     use routes::{functions, sessions, system};
@@ -156,12 +126,8 @@ pub fn app(state: AppState) -> Router {
                 .delete(functions::retire)
                 .layer(script_limit),
         )
-        // Layers run outermost last-added: the gate (auth, rate limit, log)
-        // sees every request, including the ones refused for their size.
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            refuse_declared_oversize,
-        ))
+        // The gate (auth, rate limit, declared body size, log) sees every
+        // request to these routes.
         .route_layer(middleware::from_fn_with_state(state.clone(), gate::gate));
     Router::new()
         .merge(api)
