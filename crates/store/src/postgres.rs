@@ -654,7 +654,7 @@ impl PostgresStore {
         // size: prepared once per connection, where a multi-row VALUES
         // list was parsed and planned anew for every flush (PostgreSQL's
         // CPU, on the same cores as the service, under load).
-        for chunk in batch.chunks(common::LOG_ROWS_PER_STATEMENT) {
+        for chunk in batch.chunks(REQUEST_LOGS_PER_STATEMENT) {
             let mut columns = RequestLogColumns::with_capacity(chunk.len());
             for log in chunk {
                 columns.push(log);
@@ -687,6 +687,14 @@ impl PostgresStore {
         Ok(())
     }
 }
+
+/// Request logs per insert. Encoding a statement's arrays holds a reactor
+/// thread, and PostgreSQL works through a statement without a break, on the
+/// cores the executes need. Request logging is what makes the executes'
+/// tail: with it off, p99 under load fell from 5.5-7 ms to 3.4-5 ms while
+/// p50 moved 10%. Smaller statements let both sides yield in between
+/// (p99 about 4% lower than with 1,000 rows, one interleaved pair).
+const REQUEST_LOGS_PER_STATEMENT: usize = 100;
 
 /// The request-log insert, a macro so that `concat!` can extend it.
 macro_rules! insert_request_logs {
