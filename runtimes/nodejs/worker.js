@@ -353,7 +353,7 @@ function lastPid() {
 }
 function reapStrays() {
   if (!SANDBOXED) return;
-  const now = Date.now();
+  const now = performance.now(); // monotonic: a clock set back must not postpone the periodic kill
   const pid = lastPid();
   if (pid !== null && pid === reapedAtPid && now - reapedAtMs < REAP_AT_LEAST_EVERY_MS) return;
   try {
