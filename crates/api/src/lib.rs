@@ -71,12 +71,17 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-fn cors(origins: &[String]) -> CorsLayer {
+/// `None` when no origin is configured: the layer would allow nothing, yet
+/// cost every response a `Vary` header built afresh (and a layer).
+fn cors(origins: &[String]) -> Option<CorsLayer> {
     let origins: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|origin| HeaderValue::from_str(origin).ok())
         .collect();
-    CorsLayer::new()
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([
             Method::GET,
@@ -92,7 +97,8 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-request-id"),
             HeaderName::from_static("x-cache-control"),
         ])
-        .max_age(std::time::Duration::from_secs(86400))
+        .max_age(std::time::Duration::from_secs(86400));
+    Some(layer)
 }
 
 /// The whole service's router.
@@ -129,13 +135,16 @@ pub fn app(state: AppState) -> Router {
         // The gate (auth, rate limit, declared body size, log) sees every
         // request to these routes.
         .route_layer(middleware::from_fn_with_state(state.clone(), gate::gate));
-    Router::new()
+    let app = Router::new()
         .merge(api)
         .route("/health", get(system::health))
         .route("/metrics", get(system::metrics))
         .route("/api/v1/openapi.json", get(system::openapi))
         .fallback(gate::not_found)
-        .layer(middleware::from_fn(gate::track_http))
-        .layer(cors(&state.config.cors_allowed_origins))
-        .with_state(state)
+        .layer(middleware::from_fn(gate::track_http));
+    let app = match cors(&state.config.cors_allowed_origins) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    app.with_state(state)
 }

@@ -522,6 +522,39 @@ async fn cors_allows_only_configured_origins() {
         .is_none());
 }
 
+/// With no origin configured there is no CORS layer: no origin is allowed,
+/// and no response pays for CORS headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cors_headers_without_configured_origins() {
+    let harness = Harness::start(Backend::Sqlite, &[]).await;
+    let client = &harness.api.client;
+    let health = client
+        .get(format!("{}/health", harness.api.base_url))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let preflight = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/v1/initialize", harness.api.base_url),
+        )
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    for response in [&health, &preflight] {
+        let cors: Vec<_> = response
+            .headers()
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-") || *name == "vary")
+            .collect();
+        assert!(cors.is_empty(), "{} {cors:?}", response.status());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_the_request_logs() {
     let database = TestDatabase::create().await.unwrap();
