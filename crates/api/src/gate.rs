@@ -185,7 +185,7 @@ fn declared_oversize(request: &Request, state: &AppState) -> Option<Response> {
     let limit = if request.uri().path().starts_with("/api/v1/execute/") {
         state.config.max_params_size
     } else {
-        state.config.max_script_size + crate::BODY_OVERHEAD
+        crate::script_body_limit(&state.config)
     };
     let length = request
         .headers()

@@ -28,7 +28,14 @@ pub use state::{AppState, Services};
 
 /// Room for the JSON around a script of `MAX_SCRIPT_SIZE`, so the precise
 /// check (naming the script's size) is the one that answers.
-pub(crate) const BODY_OVERHEAD: usize = 64 * 1024;
+const BODY_OVERHEAD: usize = 64 * 1024;
+
+/// The body limit of the routes that carry a script (initialize and the
+/// function registry); executes are held to `max_params_size`. Both the
+/// streaming limit below and the gate's declared-size check use it.
+pub(crate) fn script_body_limit(config: &lambda_core::Config) -> usize {
+    config.max_script_size + BODY_OVERHEAD
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -104,7 +111,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 /// The whole service's router.
 pub fn app(state: AppState) -> Router {
     use routes::{functions, sessions, system};
-    let script_limit = DefaultBodyLimit::max(state.config.max_script_size + BODY_OVERHEAD);
+    let script_limit = DefaultBodyLimit::max(script_body_limit(&state.config));
     let params_limit = DefaultBodyLimit::max(state.config.max_params_size);
     let api = Router::new()
         .route(
