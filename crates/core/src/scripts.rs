@@ -47,9 +47,19 @@ pub fn build_script(
     }
 }
 
-/// Whether a language compiles to an artifact worth storing and sharing.
-pub fn has_artifacts(language: Language) -> bool {
+/// Whether a language's scripts are compiled at initialize, so that their
+/// sessions carry a `compile_status`.
+pub fn is_compiled(language: Language) -> bool {
     matches!(language, Language::Rust | Language::Wasm)
+}
+
+/// Whether a language compiles to an artifact worth storing and sharing:
+/// Rust only. WebAssembly modules are compiled from the script by every
+/// replica (machine code read back from a shared database cannot be
+/// trusted, see `lambda_runtime::wasm`), so a lookup for one would always
+/// miss, a database round trip on every new module's initialize.
+pub fn has_artifacts(language: Language) -> bool {
+    matches!(language, Language::Rust)
 }
 
 /// The params part of a function's `schema` (`{"params": ..., "result": ...}`).

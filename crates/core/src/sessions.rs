@@ -20,7 +20,9 @@ use crate::error::{Error, Result};
 use crate::language_title::LanguageTitleParser;
 use crate::log_batcher::{LogBatcher, COUNTER_BATCH_MEMORY};
 use crate::result_cache::{CacheControl, CacheKey, ResultCache};
-use crate::scripts::{self, build_script, compile_params_schema, has_artifacts, params_schema};
+use crate::scripts::{
+    self, build_script, compile_params_schema, has_artifacts, is_compiled, params_schema,
+};
 use crate::session_cache::{Cached, LiveSession, SessionCache};
 
 /// How long a revalidation read may take before the cached copy is used.
@@ -296,7 +298,7 @@ impl Sessions {
         let (status, compile_status, compile_error, new_artifact) = match &prepared {
             Ok(prepared) => (
                 SessionStatus::Active,
-                has_artifacts(language).then(|| "success".to_string()),
+                is_compiled(language).then(|| "success".to_string()),
                 None,
                 prepared.artifact.clone(),
             ),

@@ -183,14 +183,6 @@ impl LanguageRuntime for WasmRuntime {
         Ok(Prepared::default())
     }
 
-    fn has_local_artifact(&self, script: &Script) -> bool {
-        // Modules are compiled from the script itself and cached by hash;
-        // core never needs a stored copy while one is cached.
-        self.engine
-            .as_ref()
-            .is_ok_and(|engine| engine.modules().entries.contains_key(&script.hash))
-    }
-
     async fn execute(
         &self,
         script: &Script,

@@ -688,15 +688,3 @@ async fn execute_loop_timing() {
         f64::from(n / 32 * 32) / concurrent.as_secs_f64()
     );
 }
-
-#[tokio::test]
-async fn a_compiled_module_counts_as_a_local_artifact() {
-    let runtime = runtime();
-    let script = script(&module(
-        r#"(data (i32.const 16) "\"local\"")
-           (func (export "_start") (call $write (i32.const 1) (i32.const 16) (i32.const 7)))"#,
-    ));
-    assert!(!runtime.has_local_artifact(&script));
-    runtime.prepare(&script).await.unwrap();
-    assert!(runtime.has_local_artifact(&script));
-}
