@@ -637,7 +637,7 @@ impl WasmEngine {
                 return;
             };
             if self.modules().replace(&baseline.key, &module, optimized) {
-                metrics::counter!("lambda_wasm_tier_ups_total").increment(1);
+                metrics::counter!("lambda_runtime_wasm_tier_ups_total").increment(1);
             }
         });
     }

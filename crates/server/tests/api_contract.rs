@@ -445,15 +445,7 @@ on_both_stores!(health_metrics_and_openapi, |backend| async move {
 
     let id = api.initialize_script("nodejs-m", ADD_BODY_STYLE).await;
     api.execute(&id, json!({"a": 1, "b": 2})).await;
-    let text = api
-        .client
-        .get(format!("{}/metrics", api.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics_text().await;
     assert_prometheus_text(&text);
     for name in [
         "lambda_http_requests_total",

@@ -256,3 +256,45 @@ async fn webassembly_modules_run_fresh_and_contained() {
     }
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+/// A new module answers from Winch's code at first; the Cranelift code that
+/// replaces it in the background answers the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_webassembly_module_moves_to_cranelift_code_in_the_background() {
+    let harness = Harness::start(Backend::Sqlite, &[]).await;
+    let api = &harness.api;
+    let id = api.initialize_script("wasm-tiers", WAT_ECHO).await;
+    let reply = api.execute(&id, json!({"tier": 1})).await;
+    assert_eq!(
+        reply.body["result"]["params"],
+        json!({"tier": 1}),
+        "{reply:?}"
+    );
+    if !cfg!(target_arch = "x86_64") {
+        // Winch is used on x86-64 only; elsewhere Cranelift compiles at once.
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let tier_ups = api
+            .metrics_text()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix("lambda_runtime_wasm_tier_ups_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok());
+        if tier_ups.is_some_and(|count| count >= 1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no tier-up after 20 s: {tier_ups:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = api.execute(&id, json!({"tier": 2})).await;
+    assert_eq!(
+        reply.body["result"]["params"],
+        json!({"tier": 2}),
+        "{reply:?}"
+    );
+}

@@ -159,6 +159,18 @@ impl Api {
         self.send(Method::GET, path, &[], None).await
     }
 
+    /// The Prometheus text of `/metrics` (no token needed).
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn delete(&self, path: &str) -> Reply {
         self.send(Method::DELETE, path, &[], None).await
     }
