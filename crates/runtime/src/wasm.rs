@@ -10,11 +10,11 @@
 //! - tiered compilation: a new module is compiled by Winch, wasmtime's
 //!   baseline compiler, so initialize answers quickly (a module of 300
 //!   functions: 14 to 23 ms against Cranelift's 150 to 170; a tiny one,
-//!   where fixed costs dominate, 2 against 3 to 3.7 ms); a background thread at low priority then compiles it
-//!   again with Cranelift and swaps the faster code into the cache. Modules
-//!   Winch cannot compile (tail calls, relaxed SIMD), and every module on
-//!   hosts other than x86-64, where Winch is not production-ready, go to
-//!   Cranelift directly;
+//!   where fixed costs dominate, 2 against 3 to 3.7 ms); a background
+//!   thread at low priority then compiles it again with Cranelift and swaps
+//!   the faster code into the cache. Modules Winch cannot compile (tail
+//!   calls, relaxed SIMD), and every module on hosts other than x86-64,
+//!   where Winch is not production-ready, go to Cranelift directly;
 //! - every execute gets a fresh [`Store`] and instance: nothing a guest
 //!   writes survives into the next execute (pool slots are zeroed on
 //!   teardown, the first MiB by memset, the rest by madvise);
@@ -478,14 +478,19 @@ struct TierUpJob {
     runtime: tokio::runtime::Handle,
 }
 
+/// Winch and the queue of the thread that moves its modules to Cranelift:
+/// one needs the other.
+struct Tiering {
+    baseline: Compiler,
+    tier_up: SyncSender<TierUpJob>,
+}
+
 struct WasmEngine {
     /// Cranelift: the code every module ends up with.
     optimizing: Compiler,
-    /// Winch, on x86-64: the code a new module starts with.
-    baseline: Option<Compiler>,
-    /// The tier-up thread's queue; `None` if that thread could not start
-    /// (modules then go to Cranelift directly).
-    tier_up: Option<SyncSender<TierUpJob>>,
+    /// On x86-64, where Winch and the tier-up thread could start: the code
+    /// a new module starts with. `None`: modules go to Cranelift directly.
+    tiering: Option<Tiering>,
     modules: Mutex<ModuleCache>,
     /// One permit per pool slot, so executes queue instead of failing when
     /// the pool is full.
@@ -497,32 +502,25 @@ struct WasmEngine {
 impl WasmEngine {
     fn start(config: WasmConfig) -> Result<WasmEngine, String> {
         let optimizing = Compiler::start(&config, Strategy::Cranelift, OPTIMIZED_WARM_SLOTS)?;
-        let baseline = if cfg!(target_arch = "x86_64") {
-            match Compiler::start(&config, Strategy::Winch, BASELINE_WARM_SLOTS) {
-                Ok(compiler) => Some(compiler),
-                Err(error) => {
-                    tracing::warn!(%error, "no baseline wasm compiler: new modules wait for Cranelift");
-                    None
-                }
-            }
+        let tiering = if cfg!(target_arch = "x86_64") {
+            Compiler::start(&config, Strategy::Winch, BASELINE_WARM_SLOTS)
+                .and_then(|baseline| {
+                    Ok(Tiering {
+                        baseline,
+                        tier_up: spawn_tier_up_thread()?,
+                    })
+                })
+                .map_err(|error| {
+                    tracing::warn!(%error, "no wasm tiering: new modules wait for Cranelift");
+                })
+                .ok()
         } else {
             None
         };
-        let tier_up = match &baseline {
-            Some(_) => match spawn_tier_up_thread() {
-                Ok(queue) => Some(queue),
-                Err(error) => {
-                    tracing::warn!(%error, "no wasm tier-up thread: new modules wait for Cranelift");
-                    None
-                }
-            },
-            None => None,
-        };
-        let baseline = if tier_up.is_some() { baseline } else { None };
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let engines = std::iter::once(&optimizing.engine)
-            .chain(baseline.as_ref().map(|compiler| &compiler.engine))
+            .chain(tiering.as_ref().map(|tiering| &tiering.baseline.engine))
             .collect::<Vec<_>>();
         spawn_epoch_ticker(&engines, ticker_stop.clone())?;
 
@@ -534,8 +532,7 @@ impl WasmEngine {
                 clock: 0,
             }),
             optimizing,
-            baseline,
-            tier_up,
+            tiering,
             config,
             ticker_stop,
         })
@@ -579,7 +576,7 @@ impl WasmEngine {
     /// Queues a baseline module's Cranelift compile, once. With the queue
     /// full it is left for a later execute to ask again.
     fn request_tier_up(self: &Arc<Self>, module: &Arc<LoadedModule>) {
-        let (Some(baseline), Some(queue)) = (&module.baseline, &self.tier_up) else {
+        let (Some(baseline), Some(tiering)) = (&module.baseline, &self.tiering) else {
             return;
         };
         if baseline.tier_up_queued.swap(true, Ordering::Relaxed) {
@@ -594,7 +591,7 @@ impl WasmEngine {
             module: module.clone(),
             runtime,
         };
-        match queue.try_send(job) {
+        match tiering.tier_up.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => baseline.tier_up_queued.store(false, Ordering::Relaxed),
             // The thread is gone (it only ends with the engine): the module
@@ -630,13 +627,11 @@ impl WasmEngine {
             pre,
             baseline: None,
         });
+        let key = baseline.key.clone();
         // A runtime that has shut down drops this task unrun.
         runtime.spawn(async move {
             self.prime(&optimized).await;
-            let Some(baseline) = &module.baseline else {
-                return;
-            };
-            if self.modules().replace(&baseline.key, &module, optimized) {
+            if self.modules().replace(&key, &module, optimized) {
                 metrics::counter!("lambda_runtime_wasm_tier_ups_total").increment(1);
             }
         });
@@ -710,7 +705,7 @@ impl WasmEngine {
             ModuleSource::Text(text) => Arc::new(source::decode(&text)?),
             ModuleSource::Binary(bytes) => bytes,
         };
-        if let Some(compiler) = &self.baseline {
+        if let Some(compiler) = self.tiering.as_ref().map(|tiering| &tiering.baseline) {
             match compiler.compile(&bytes) {
                 Ok(module) => {
                     return Ok(LoadedModule {
@@ -742,9 +737,7 @@ impl WasmEngine {
         event_json: &str,
         limits: &Limits,
     ) -> Result<Output, RuntimeError> {
-        if module.baseline.is_some() {
-            self.request_tier_up(&module);
-        }
+        self.request_tier_up(&module);
         let waiting_since = Instant::now();
         let permit =
             match tokio::time::timeout(self.config.queue_wait, self.slots.clone().acquire_owned())
