@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use lambda_runtime::{Language, Limits, Output, RuntimeError, Runtimes};
-use lambda_store::{SessionRecord, SessionStatus, Store, StoreError};
+use lambda_store::{SessionOutcome, SessionRecord, SessionStatus, Store, StoreError};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -288,32 +288,15 @@ impl Sessions {
                 artifact_reused = true;
             }
         }
-        let prepared = runtime.prepare(&script).await;
-
         let now = Utc::now();
         let expires_at = now
             + chrono::Duration::from_std(self.config.session_expiry).map_err(|error| {
                 Error::Internal(format!("session expiry out of range: {error}"))
             })?;
-        let (status, compile_status, compile_error, new_artifact) = match &prepared {
-            Ok(prepared) => (
-                SessionStatus::Active,
-                is_compiled(language).then(|| "success".to_string()),
-                None,
-                prepared.artifact.clone(),
-            ),
-            Err(RuntimeError::Initialization { message, .. }) => (
-                SessionStatus::Error,
-                Some("error".to_string()),
-                Some(message.clone()),
-                None,
-            ),
-            Err(other) => return Err(Error::Runtime(other.clone())),
-        };
-        // Stored once per script: a reused artifact is already in the
-        // database, and re-storing megabytes per session is what made
-        // cached initializes slow.
-        let compiled_artifact = if artifact_reused { None } else { new_artifact };
+        // The row is written while the runtime loads the script, as if the
+        // load succeeds: the commit waits on a disk flush (milliseconds) and
+        // loading is milliseconds too, so they overlap instead of adding up.
+        // A load that fails corrects the row before the caller hears of it.
         let record = SessionRecord {
             request_id: request_id.clone(),
             language_title: language_title.canonical(),
@@ -322,27 +305,62 @@ impl Sessions {
             expires_at,
             last_executed_at: None,
             execution_count: 0,
-            status,
+            status: SessionStatus::Active,
             context: context.clone(),
             script_content: source,
             script_hash: script.hash.clone(),
-            compiled_artifact,
+            compiled_artifact: None,
             compile_options: (!compile_options.is_null()).then_some(compile_options),
-            compile_status,
-            compile_error,
+            compile_status: is_compiled(language).then(|| "success".to_string()),
+            compile_error: None,
             metadata: Value::Object(metadata),
         };
-        self.store
-            .insert_session(&record)
-            .await
-            .map_err(|error| match error {
-                StoreError::Conflict { .. } => {
-                    Error::Conflict(format!("X-Request-ID '{request_id}' is already taken"))
+        let (prepared, inserted) =
+            tokio::join!(runtime.prepare(&script), self.store.insert_session(&record));
+        inserted.map_err(|error| match error {
+            StoreError::Conflict { .. } => {
+                Error::Conflict(format!("X-Request-ID '{request_id}' is already taken"))
+            }
+            other => Error::Store(other),
+        })?;
+        match prepared {
+            Ok(prepared) => {
+                // Stored once per script: a reused artifact is already in the
+                // database, and re-storing megabytes per session is what made
+                // cached initializes slow.
+                if let Some(artifact) = prepared.artifact.filter(|_| !artifact_reused) {
+                    let outcome = SessionOutcome {
+                        status: SessionStatus::Active,
+                        compile_status: record.compile_status.clone(),
+                        compile_error: None,
+                        compiled_artifact: Some(artifact),
+                    };
+                    // The session works without it: other replicas compile
+                    // the script again and store what they compile.
+                    self.settle(&request_id, &outcome).await;
                 }
-                other => Error::Store(other),
-            })?;
-        if let Err(error) = prepared {
-            return Err(Error::Runtime(error));
+            }
+            Err(RuntimeError::Initialization { message, location }) => {
+                let outcome = SessionOutcome {
+                    status: SessionStatus::Error,
+                    compile_status: Some("error".to_string()),
+                    compile_error: Some(message.clone()),
+                    compiled_artifact: None,
+                };
+                self.settle(&request_id, &outcome).await;
+                return Err(Error::Runtime(RuntimeError::Initialization {
+                    message,
+                    location,
+                }));
+            }
+            // Not the script's fault (no worker, a spawn failure): the
+            // session was never created, as far as the caller knows.
+            Err(other) => {
+                if let Err(error) = self.store.delete_session(&request_id).await {
+                    tracing::warn!(%error, request_id, "cannot delete a session whose script did not load");
+                }
+                return Err(Error::Runtime(other));
+            }
         }
         // The runtime holds the compiled script now; the cache must not keep
         // megabytes per session.
@@ -365,12 +383,22 @@ impl Sessions {
         Ok(Initialized {
             request_id,
             language_title: record.language_title,
-            status,
+            status: record.status,
             created_at: now,
             expires_at,
             script_hash: record.script_hash,
             artifact_reused,
         })
+    }
+
+    /// Records how loading went on a session inserted before that was known.
+    /// A failure is logged, not returned: the caller's answer does not
+    /// depend on it, and a session left `active` with a script that does not
+    /// load fails the same way when executed.
+    async fn settle(&self, request_id: &str, outcome: &SessionOutcome) {
+        if let Err(error) = self.store.settle_session(request_id, outcome).await {
+            tracing::warn!(%error, request_id, status = outcome.status.as_str(), "cannot record how a session's script loaded");
+        }
     }
 
     fn runtime_for(&self, language: Language) -> Result<&Arc<dyn lambda_runtime::LanguageRuntime>> {

@@ -213,12 +213,27 @@ on_both_stores!(sessions_execute_read_and_delete, |backend| async move {
     let reply = api
         .post(
             "/api/v1/initialize",
-            &[("Language-Title", "nodejs-broken")],
+            &[
+                ("Language-Title", "nodejs-broken"),
+                ("X-Request-ID", "broken-script-1"),
+            ],
             &json!({"script_content": "return (1 +;"}),
         )
         .await;
     reply.assert_error(400, "INITIALIZATION_ERROR", "");
     assert_eq!(reply.body["error"]["details"]["line"], 1, "{reply:?}");
+    // The session is stored as such, with the reason.
+    let reply = api.get("/api/v1/sessions/broken-script-1").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body["status"], "error", "{reply:?}");
+    assert!(
+        reply.body["compile_error"]
+            .as_str()
+            .is_some_and(|error| !error.is_empty()),
+        "{reply:?}"
+    );
+    let reply = api.execute("broken-script-1", json!({})).await;
+    reply.assert_error(400, "INITIALIZATION_ERROR", "");
 });
 
 on_both_stores!(

@@ -103,6 +103,19 @@ pub struct SessionRecord {
     pub metadata: Value,
 }
 
+/// How loading a session's script turned out. Core inserts the session
+/// while the runtime loads the script, as if loading succeeds (so that the
+/// database commit and the load overlap), and records this afterwards when
+/// the row must say otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionOutcome {
+    pub status: SessionStatus,
+    pub compile_status: Option<String>,
+    pub compile_error: Option<String>,
+    /// An artifact this session compiled, stored for [`Store::find_artifact`].
+    pub compiled_artifact: Option<Vec<u8>>,
+}
+
 /// Executions of one session counted behind the hot path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionCount {
@@ -237,6 +250,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// `StoreError::Conflict` when `request_id` is taken.
     async fn insert_session(&self, session: &SessionRecord) -> Result<()>;
+    /// Overwrite the session's status, compile status, compile error and
+    /// artifact. Returns whether the session exists.
+    async fn settle_session(&self, request_id: &str, outcome: &SessionOutcome) -> Result<bool>;
     /// The session without its `compiled_artifact` (always `None` here: it
     /// can be megabytes; fetch it with [`Store::find_artifact`]).
     async fn get_session(&self, request_id: &str) -> Result<Option<SessionRecord>>;

@@ -15,7 +15,7 @@ use crate::common::{self, conflict_or_database};
 use crate::seeds::{SEEDS, SYSTEM_USER};
 use crate::{
     ExecutionCount, FunctionFilter, FunctionKind, FunctionRecord, FunctionUpdate, NewFunction,
-    RequestLog, Result, SessionRecord, SessionStatus, Store, StoreError,
+    RequestLog, Result, SessionOutcome, SessionRecord, SessionStatus, Store, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -329,6 +329,21 @@ impl Store for PostgresStore {
             conflict_or_database(error, || format!("session '{}'", session.request_id))
         })?;
         Ok(())
+    }
+
+    async fn settle_session(&self, request_id: &str, outcome: &SessionOutcome) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE meta.sessions SET status = $2, compile_status = $3, compile_error = $4, \
+             compiled_artifact = $5 WHERE request_id = $1",
+        )
+        .bind(request_id)
+        .bind(outcome.status.as_str())
+        .bind(&outcome.compile_status)
+        .bind(&outcome.compile_error)
+        .bind(&outcome.compiled_artifact)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn get_session(&self, request_id: &str) -> Result<Option<SessionRecord>> {

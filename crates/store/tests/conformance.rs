@@ -9,7 +9,8 @@ use anyhow::{bail, ensure, Context, Result};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use lambda_store::{
     ErrorLog, ExecutionCount, FunctionFilter, FunctionKind, FunctionUpdate, NewFunction,
-    PostgresStore, RequestLog, SessionRecord, SessionStatus, SqliteStore, Store, StoreError,
+    PostgresStore, RequestLog, SessionOutcome, SessionRecord, SessionStatus, SqliteStore, Store,
+    StoreError,
 };
 use lambda_testkit::postgres::TestDatabase;
 use serde_json::json;
@@ -335,6 +336,48 @@ mod cases {
         ensure!(store.delete_session("req-lifecycle").await?);
         ensure!(!store.delete_session("req-lifecycle").await?);
         ensure!(store.get_session("req-lifecycle").await?.is_none());
+        Ok(())
+    }
+
+    pub async fn settling_a_session_records_how_loading_went(harness: Harness) -> Result<()> {
+        let harness = harness.migrated().await?;
+        let store = &harness.store;
+        let mut inserted = session("req-settle", now() + Duration::hours(1));
+        inserted.compile_status = Some("success".to_string());
+        store.insert_session(&inserted).await?;
+
+        let failed = SessionOutcome {
+            status: SessionStatus::Error,
+            compile_status: Some("error".to_string()),
+            compile_error: Some("line 1: expected `;`".to_string()),
+            compiled_artifact: None,
+        };
+        ensure!(store.settle_session("req-settle", &failed).await?);
+        let read = store
+            .get_session("req-settle")
+            .await?
+            .context("req-settle")?;
+        let expected = SessionRecord {
+            status: SessionStatus::Error,
+            compile_status: failed.compile_status.clone(),
+            compile_error: failed.compile_error.clone(),
+            ..inserted.clone()
+        };
+        ensure!(read == expected, "settled as {read:?}");
+        ensure!(store.count_active_sessions(now()).await? == 0);
+
+        let artifact: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        let compiled = SessionOutcome {
+            status: SessionStatus::Active,
+            compile_status: Some("success".to_string()),
+            compile_error: None,
+            compiled_artifact: Some(artifact.clone()),
+        };
+        ensure!(store.settle_session("req-settle", &compiled).await?);
+        ensure!(store.find_artifact(&inserted.script_hash).await? == Some(artifact));
+        ensure!(store.get_session("req-settle").await?.as_ref() == Some(&inserted));
+
+        ensure!(!store.settle_session("req-unknown", &failed).await?);
         Ok(())
     }
 
@@ -780,6 +823,7 @@ conformance!(
     verify_schema_names_what_is_missing,
     seeds_are_the_original_scripts,
     session_lifecycle,
+    settling_a_session_records_how_loading_went,
     execution_counts_in_one_batch,
     expiry_and_active_count,
     timestamps_round_trip_at_microseconds,
