@@ -10,6 +10,7 @@ import json
 import linecache
 import os
 import signal
+import site  # under -S this runs none of site's start-up
 import sys
 import threading
 import time
@@ -495,7 +496,17 @@ def reap_strays():
     _reaped_at = now
 
 
+def use_site_packages():
+    # The service starts workers with -S, so no .pth hook of the host runs
+    # (python.rs says why), and passes the interpreter's site-packages as
+    # arguments: installed packages stay importable, as without -S.
+    sys.path.extend(path for path in sys.argv[1:] if path not in sys.path)
+    del sys.argv[1:]
+    site.setquit()  # exit() and quit()
+
+
 def main():
+    use_site_packages()
     sys.stdout = Capture()
     sys.stderr = Capture()
     # Warm up while blank, long before any request arrives.

@@ -21,21 +21,32 @@ const ADDRESS_SPACE_HEADROOM: u64 = 128 * 1024 * 1024;
 /// How to start a Python worker.
 #[derive(Debug, Clone)]
 pub struct PythonProgram {
-    executable: PathBuf,
+    interpreter: Interpreter,
     worker: SandboxFile,
-    extra_binds: Vec<PathBuf>,
     bounds: WorkerBounds,
 }
 
 /// The real interpreter behind `python3` (which may be a pyenv shim, a
-/// shell script that cannot run in the sandbox) and the prefixes it loads
-/// its standard library from.
-fn resolve_interpreter(python: &std::path::Path) -> Result<(PathBuf, Vec<PathBuf>), String> {
+/// shell script that cannot run in the sandbox), as it reports itself when
+/// started normally.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+struct Interpreter {
+    executable: PathBuf,
+    /// Where it loads its standard library and packages from (`sys.base_prefix`,
+    /// `sys.prefix`), bound read-only into the sandbox.
+    prefixes: Vec<PathBuf>,
+    /// `site.getsitepackages()`: workers start without `site` (`-S`) and put
+    /// these on `sys.path` themselves.
+    site_packages: Vec<String>,
+}
+
+const DESCRIBE_INTERPRETER: &str = "import json, site, sys; print(json.dumps({\
+    'executable': sys.executable, 'prefixes': [sys.base_prefix, sys.prefix], \
+    'site_packages': site.getsitepackages()}))";
+
+fn resolve_interpreter(python: &std::path::Path) -> Result<Interpreter, String> {
     let output = std::process::Command::new(python)
-        .args([
-            "-c",
-            "import sys; print(sys.executable); print(sys.base_prefix); print(sys.prefix)",
-        ])
+        .args(["-c", DESCRIBE_INTERPRETER])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("python ({}) cannot start: {e}", python.display()))?;
@@ -46,23 +57,25 @@ fn resolve_interpreter(python: &std::path::Path) -> Result<(PathBuf, Vec<PathBuf
             String::from_utf8_lossy(&output.stderr).trim()
         ));
     }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let executable = lines.next().map(PathBuf::from).ok_or_else(|| {
-        format!(
-            "python ({}) did not report sys.executable",
-            python.display()
-        )
-    })?;
-    let executable = std::fs::canonicalize(&executable).map_err(|e| {
+    let reported: Interpreter = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .ok_or_else(|| {
+            format!(
+                "python ({}) did not describe itself: {}",
+                python.display(),
+                String::from_utf8_lossy(&output.stdout).trim()
+            )
+        })?;
+    let executable = std::fs::canonicalize(&reported.executable).map_err(|e| {
         format!(
             "cannot resolve the python interpreter {}: {e}",
-            executable.display()
+            reported.executable.display()
         )
     })?;
     let mut prefixes = Vec::new();
-    for prefix in lines {
-        let prefix = std::fs::canonicalize(prefix).unwrap_or_else(|_| PathBuf::from(prefix));
+    for prefix in reported.prefixes {
+        let prefix = std::fs::canonicalize(&prefix).unwrap_or(prefix);
         if !prefix.starts_with("/usr") && !prefixes.contains(&prefix) {
             prefixes.push(prefix);
         }
@@ -72,19 +85,22 @@ fn resolve_interpreter(python: &std::path::Path) -> Result<(PathBuf, Vec<PathBuf
             prefixes.push(dir.to_path_buf());
         }
     }
-    Ok((executable, prefixes))
+    Ok(Interpreter {
+        executable,
+        prefixes,
+        site_packages: reported.site_packages,
+    })
 }
 
 impl PythonProgram {
     /// Resolves the interpreter and installs the worker program; the error
     /// is the reason the language is unavailable.
     pub fn from_config(config: &RuntimeConfig) -> Result<Self, String> {
-        let (executable, extra_binds) = resolve_interpreter(&config.python_path)?;
+        let interpreter = resolve_interpreter(&config.python_path)?;
         let worker = pool::install_worker_program(config, "python", "worker.py", WORKER_SOURCE)?;
         Ok(PythonProgram {
-            executable,
+            interpreter,
             worker,
-            extra_binds,
             bounds: WorkerBounds::from_config(config),
         })
     }
@@ -104,15 +120,22 @@ impl WorkerProgram for PythonProgram {
         limits: &WorkerLimits,
         _script: Option<&Script>,
     ) -> Result<SandboxSpec, RuntimeError> {
+        // Isolated mode: ignore PYTHON* variables, no user site, no script
+        // directory on sys.path; -B: never write .pyc files; -S: no `site` at
+        // start. Its start-up runs every .pth file in site-packages, which are
+        // the host's hooks, not the sandbox's business, and can be slow (one
+        // seen importing certifi took 40 ms of each worker start). The worker
+        // puts the site-packages it is given after its own path on sys.path.
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "-I".into(),
+            "-B".into(),
+            "-S".into(),
+            self.worker.path.clone().into_os_string(),
+        ];
+        args.extend(self.interpreter.site_packages.iter().map(Into::into));
         Ok(SandboxSpec {
-            args: vec![
-                // Isolated mode: ignore PYTHON* variables, no user site, no
-                // script directory on sys.path; -B: never write .pyc files.
-                "-I".into(),
-                "-B".into(),
-                self.worker.path.clone().into_os_string(),
-            ],
-            ro_binds: self.extra_binds.clone(),
+            args,
+            ro_binds: self.interpreter.prefixes.clone(),
             files: vec![self.worker.clone()],
             seccomp: true,
             env: sandbox::interpreter_env(),
@@ -121,7 +144,10 @@ impl WorkerProgram for PythonProgram {
                 limits.memory_bytes.saturating_add(ADDRESS_SPACE_HEADROOM),
                 limits.max_processes,
             ),
-            ..SandboxSpec::new(self.executable.clone(), self.bounds.tmp_size_bytes)
+            ..SandboxSpec::new(
+                self.interpreter.executable.clone(),
+                self.bounds.tmp_size_bytes,
+            )
         })
     }
 

@@ -277,6 +277,36 @@ def handler(event):
 }
 
 #[tokio::test]
+async fn installed_packages_are_importable_without_running_site_start_up() {
+    let (rt, config) = python();
+    // Where the interpreter, started normally, keeps its packages.
+    let reported = std::process::Command::new(&config.python_path)
+        .args([
+            "-c",
+            "import json, site; print(json.dumps(site.getsitepackages()))",
+        ])
+        .output()
+        .unwrap();
+    let site_packages: Vec<String> = serde_json::from_slice(&reported.stdout).unwrap();
+    assert!(!site_packages.is_empty());
+    let source = r#"
+import sys
+def handler(event):
+    return {"path": sys.path, "argv": sys.argv, "no_site": sys.flags.no_site,
+            "exit": callable(exit) and callable(quit)}
+"#;
+    let out = run(&rt, source, json!({})).await.unwrap();
+    let path = out.result["path"].as_array().unwrap();
+    for dir in &site_packages {
+        assert!(path.contains(&json!(dir)), "{dir} not in {path:?}");
+    }
+    // site's start-up (and with it every .pth file) did not run.
+    assert_eq!(out.result["no_site"], json!(1));
+    assert_eq!(out.result["argv"], json!(["/opt/lambda/worker/worker.py"]));
+    assert_eq!(out.result["exit"], json!(true));
+}
+
+#[tokio::test]
 async fn the_seccomp_filter_refuses_namespaces_mounts_and_tracing() {
     let (rt, _c) = python();
     let source = r#"
