@@ -297,6 +297,8 @@ impl Sessions {
         // load succeeds: the commit waits on a disk flush (milliseconds) and
         // loading is milliseconds too, so they overlap instead of adding up.
         // A load that fails corrects the row before the caller hears of it.
+        // Until then a reader of the row (only a caller who chose the id
+        // could be one) sees it active.
         let record = SessionRecord {
             request_id: request_id.clone(),
             language_title: language_title.canonical(),
@@ -315,8 +317,14 @@ impl Sessions {
             compile_error: None,
             metadata: Value::Object(metadata),
         };
-        let (prepared, inserted) =
-            tokio::join!(runtime.prepare(&script), self.store.insert_session(&record));
+        let (prepared, inserted) = if has_artifacts(language) && !artifact_reused {
+            // A compile from source takes seconds: nothing to gain, and the
+            // row would claim a success that long.
+            let prepared = runtime.prepare(&script).await;
+            (prepared, self.store.insert_session(&record).await)
+        } else {
+            tokio::join!(runtime.prepare(&script), self.store.insert_session(&record))
+        };
         inserted.map_err(|error| match error {
             StoreError::Conflict { .. } => {
                 Error::Conflict(format!("X-Request-ID '{request_id}' is already taken"))
