@@ -1,6 +1,6 @@
 //! The Node.js and Python runtimes over real HTTP: handler styles, hostile
 //! scripts contained with the right code, isolation, a worker killed from
-//! outside, and warm first executes.
+//! outside, warm first executes, and an initialize that finds no worker.
 
 mod support;
 
@@ -413,4 +413,50 @@ async fn the_first_execute_after_initialize_is_warm() {
             "{language_title}: first {first:?} vs warm {warm:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initialize_that_finds_no_free_worker_keeps_no_session() {
+    // One Node.js worker in all, and a short wait for it.
+    let harness = Harness::start(
+        Backend::Postgres,
+        &[
+            ("WORKERS_PER_LANGUAGE", "1"),
+            ("WORKERS_MAX_PER_LANGUAGE", "1"),
+            ("WORKER_QUEUE_WAIT_MS", "300"),
+        ],
+    )
+    .await;
+    let api = &harness.api;
+    let busy = api
+        .initialize_script(
+            "nodejs-busy",
+            "const end = Date.now() + event.params.ms; while (Date.now() < end) {} return 'done';",
+        )
+        .await;
+    let initialize = || async {
+        api.post(
+            "/api/v1/initialize",
+            &[
+                ("Language-Title", "nodejs-add"),
+                ("X-Request-ID", "no-worker-1"),
+            ],
+            &json!({"script_content": "return event.params.a + event.params.b;"}),
+        )
+        .await
+    };
+    let (slow, refused) = tokio::join!(api.execute(&busy, json!({"ms": 2500})), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        initialize().await
+    });
+    assert_eq!(slow.body["result"], "done", "{slow:?}");
+    // The session row is written while the script loads; a load refused
+    // for want of a worker takes it back.
+    refused.assert_error(503, "RUNTIME_UNAVAILABLE", "");
+    let reply = api.get("/api/v1/sessions/no-worker-1").await;
+    assert_eq!(reply.status, 404, "{reply:?}");
+    let reply = initialize().await;
+    assert_eq!(reply.status, 200, "the id is free again: {reply:?}");
+    let reply = api.execute("no-worker-1", json!({"a": 2, "b": 3})).await;
+    assert_eq!(reply.body["result"], 5, "{reply:?}");
 }
