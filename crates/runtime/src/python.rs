@@ -125,7 +125,7 @@ impl WorkerProgram for PythonProgram {
         // start. Its start-up runs every .pth file in site-packages, which are
         // the host's hooks, not the sandbox's business, and can be slow (one
         // seen importing certifi took 40 ms of each worker start). The worker
-        // puts the site-packages it is given after its own path on sys.path.
+        // appends the site-packages it is given to sys.path, as site would.
         let mut args: Vec<std::ffi::OsString> = vec![
             "-I".into(),
             "-B".into(),
