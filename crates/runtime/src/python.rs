@@ -1,7 +1,7 @@
 //! Python: user scripts run in warm `python3` workers
 //! (runtimes/python/worker.py, embedded in the binary) inside the sandbox.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ const DESCRIBE_INTERPRETER: &str = "import json, site, sys; print(json.dumps({\
     'executable': sys.executable, 'prefixes': [sys.base_prefix, sys.prefix], \
     'site_packages': site.getsitepackages()}))";
 
-fn resolve_interpreter(python: &std::path::Path) -> Result<Interpreter, String> {
+fn resolve_interpreter(python: &Path) -> Result<Interpreter, String> {
     let output = std::process::Command::new(python)
         .args(["-c", DESCRIBE_INTERPRETER])
         .stdin(Stdio::null())
@@ -92,12 +92,46 @@ fn resolve_interpreter(python: &std::path::Path) -> Result<Interpreter, String> 
     })
 }
 
+/// Compiles the installed worker program with the interpreter that runs
+/// it, so that a worker start loads bytecode instead of compiling 500 lines
+/// (about 5 ms of a 30 ms start). The code names the source by its path in
+/// the sandbox, never the host's.
+fn compile_worker(interpreter: &Path, source: &SandboxFile) -> Result<SandboxFile, String> {
+    let compiled = SandboxFile {
+        host: source.host.with_extension("pyc"),
+        path: source.path.with_extension("pyc"),
+    };
+    let output = std::process::Command::new(interpreter)
+        .args([
+            "-I",
+            "-S",
+            "-c",
+            "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], \
+             dfile=sys.argv[3], doraise=True)",
+        ])
+        .arg(&source.host)
+        .arg(&compiled.host)
+        .arg(&source.path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("python ({}) cannot start: {e}", interpreter.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "python ({}) cannot compile the worker program: {}",
+            interpreter.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(compiled)
+}
+
 impl PythonProgram {
     /// Resolves the interpreter and installs the worker program; the error
     /// is the reason the language is unavailable.
     pub fn from_config(config: &RuntimeConfig) -> Result<Self, String> {
         let interpreter = resolve_interpreter(&config.python_path)?;
-        let worker = pool::install_worker_program(config, "python", "worker.py", WORKER_SOURCE)?;
+        let source = pool::install_worker_program(config, "python", "worker.py", WORKER_SOURCE)?;
+        let worker = compile_worker(&interpreter.executable, &source)?;
         Ok(PythonProgram {
             interpreter,
             worker,

@@ -260,17 +260,21 @@ def handler(event):
         "bwrap_cmdline": attempt(read, "/proc/1/cmdline"),
         "argv": sys.argv,
         "main": getattr(sys.modules["__main__"], "__file__", None),
+        "main_code": sys.modules["__main__"].main.__code__.co_filename,
         "path": sys.path,
         "cwd": os.getcwd(),
     }
 "#;
     let out = run(&rt, source, json!({})).await.unwrap();
     assert_no_host_paths(&out.result, &config);
-    assert_eq!(out.result["worker"], json!(["worker.py"]));
+    // The worker runs as bytecode compiled at start; its code names the
+    // source by the sandbox's path.
+    assert_eq!(out.result["worker"], json!(["worker.pyc"]));
+    assert_eq!(out.result["main_code"], "/opt/lambda/worker/worker.py");
     assert!(
         out.result["mountinfo"]
             .as_str()
-            .is_some_and(|m| m.contains(" /opt/lambda/worker/worker.py ")),
+            .is_some_and(|m| m.contains(" /opt/lambda/worker/worker.pyc ")),
         "{}",
         out.result["mountinfo"]
     );
@@ -302,7 +306,7 @@ def handler(event):
     }
     // site's start-up (and with it every .pth file) did not run.
     assert_eq!(out.result["no_site"], json!(1));
-    assert_eq!(out.result["argv"], json!(["/opt/lambda/worker/worker.py"]));
+    assert_eq!(out.result["argv"], json!(["/opt/lambda/worker/worker.pyc"]));
     assert_eq!(out.result["exit"], json!(true));
 }
 
