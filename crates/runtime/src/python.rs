@@ -1,6 +1,7 @@
 //! Python: user scripts run in warm `python3` workers
 //! (runtimes/python/worker.py, embedded in the binary) inside the sandbox.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -44,27 +45,38 @@ const DESCRIBE_INTERPRETER: &str = "import json, site, sys; print(json.dumps({\
     'executable': sys.executable, 'prefixes': [sys.base_prefix, sys.prefix], \
     'site_packages': site.getsitepackages()}))";
 
-fn resolve_interpreter(python: &Path) -> Result<Interpreter, String> {
+/// Runs `python` with `args` at start-up (never per request); its
+/// standard output, or why it failed, saying what it was doing.
+fn run_python<I, S>(python: &Path, doing: &str, args: I) -> Result<Vec<u8>, String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let output = std::process::Command::new(python)
-        .args(["-c", DESCRIBE_INTERPRETER])
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("python ({}) cannot start: {e}", python.display()))?;
     if !output.status.success() {
         return Err(format!(
-            "python ({}) failed: {}",
+            "python ({}) failed to {doing}: {}",
             python.display(),
             String::from_utf8_lossy(&output.stderr).trim()
         ));
     }
-    let reported: Interpreter = String::from_utf8_lossy(&output.stdout)
+    Ok(output.stdout)
+}
+
+fn resolve_interpreter(python: &Path) -> Result<Interpreter, String> {
+    let stdout = run_python(python, "describe itself", ["-c", DESCRIBE_INTERPRETER])?;
+    let reported: Interpreter = String::from_utf8_lossy(&stdout)
         .lines()
         .find_map(|line| serde_json::from_str(line).ok())
         .ok_or_else(|| {
             format!(
                 "python ({}) did not describe itself: {}",
                 python.display(),
-                String::from_utf8_lossy(&output.stdout).trim()
+                String::from_utf8_lossy(&stdout).trim()
             )
         })?;
     let executable = std::fs::canonicalize(&reported.executable).map_err(|e| {
@@ -101,27 +113,21 @@ fn compile_worker(interpreter: &Path, source: &SandboxFile) -> Result<SandboxFil
         host: source.host.with_extension("pyc"),
         path: source.path.with_extension("pyc"),
     };
-    let output = std::process::Command::new(interpreter)
-        .args([
-            "-I",
-            "-S",
-            "-c",
-            "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], \
-             dfile=sys.argv[3], doraise=True)",
-        ])
-        .arg(&source.host)
-        .arg(&compiled.host)
-        .arg(&source.path)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("python ({}) cannot start: {e}", interpreter.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "python ({}) cannot compile the worker program: {}",
-            interpreter.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
+    let compile = "import py_compile, sys; \
+        py_compile.compile(sys.argv[1], cfile=sys.argv[2], dfile=sys.argv[3], doraise=True)";
+    run_python(
+        interpreter,
+        "compile the worker program",
+        [
+            OsStr::new("-I"),
+            OsStr::new("-S"),
+            OsStr::new("-c"),
+            OsStr::new(compile),
+            source.host.as_os_str(),
+            compiled.host.as_os_str(),
+            source.path.as_os_str(),
+        ],
+    )?;
     Ok(compiled)
 }
 
@@ -160,7 +166,7 @@ impl WorkerProgram for PythonProgram {
         // the host's hooks, not the sandbox's business, and can be slow (one
         // seen importing certifi took 40 ms of each worker start). The worker
         // appends the site-packages it is given to sys.path, as site would.
-        let mut args: Vec<std::ffi::OsString> = vec![
+        let mut args: Vec<OsString> = vec![
             "-I".into(),
             "-B".into(),
             "-S".into(),
