@@ -47,6 +47,15 @@ fn limits(timeout: Duration) -> Limits {
     }
 }
 
+/// Runs `module` and checks it wrote ADD's answer.
+async fn assert_adds(engine: &Arc<WasmEngine>, module: Arc<LoadedModule>) {
+    let output = engine
+        .run(module, "{}", &limits(Duration::from_secs(5)))
+        .await
+        .map(|output| output.result);
+    assert_eq!(output.map_err(|e| e.to_string()), Ok(json!({"sum": 3})));
+}
+
 /// Winch is the baseline compiler on x86-64 only.
 fn winch_expected() -> bool {
     cfg!(target_arch = "x86_64")
@@ -57,11 +66,7 @@ async fn a_new_module_runs_on_winch_until_cranelift_code_replaces_it() {
     let engine = engine();
     let first = load(&engine, "add", ADD).await;
     assert_eq!(first.baseline.is_some(), winch_expected());
-    let output = engine
-        .run(first.clone(), "{}", &limits(Duration::from_secs(5)))
-        .await
-        .map(|output| output.result);
-    assert_eq!(output.map_err(|e| e.to_string()), Ok(json!({"sum": 3})));
+    assert_adds(&engine, first.clone()).await;
     if !winch_expected() {
         return;
     }
@@ -77,11 +82,7 @@ async fn a_new_module_runs_on_winch_until_cranelift_code_replaces_it() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert!(!Arc::ptr_eq(&first, &optimized));
-    let output = engine
-        .run(optimized, "{}", &limits(Duration::from_secs(5)))
-        .await
-        .map(|output| output.result);
-    assert_eq!(output.map_err(|e| e.to_string()), Ok(json!({"sum": 3})));
+    assert_adds(&engine, optimized).await;
 }
 
 #[tokio::test]
@@ -139,11 +140,7 @@ async fn a_module_winch_declines_goes_to_cranelift_at_once() {
     );
     let module = load(&engine, "tail-call", &tail_call).await;
     assert!(module.baseline.is_none());
-    let output = engine
-        .run(module, "{}", &limits(Duration::from_secs(5)))
-        .await
-        .map(|output| output.result);
-    assert_eq!(output.map_err(|e| e.to_string()), Ok(json!({"sum": 3})));
+    assert_adds(&engine, module).await;
 }
 
 #[tokio::test]
