@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lambda_store::{ExecutionCount, RequestLog, Store};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -37,6 +38,9 @@ pub struct LogBatcher {
     capacity: usize,
     /// `DB_LOGGING_ENABLED`: request logs are off, session counters stay on.
     log_requests: bool,
+    /// Ends the batcher's gathering window early: a flush was asked for, or
+    /// a full batch is queued.
+    write_now: Arc<Notify>,
 }
 
 /// Owns the draining task; `shutdown` flushes and stops it.
@@ -84,12 +88,19 @@ impl LogBatcher {
         log_requests: bool,
     ) -> (LogBatcher, LogBatcherTask) {
         let (sender, receiver) = mpsc::channel(capacity);
-        let handle = tokio::spawn(drain(store, receiver, flush_interval));
+        let write_now = Arc::new(Notify::new());
+        let handle = tokio::spawn(drain(
+            store,
+            receiver,
+            flush_interval,
+            Arc::clone(&write_now),
+        ));
         (
             LogBatcher {
                 sender: Some(sender),
                 capacity,
                 log_requests,
+                write_now,
             },
             LogBatcherTask { handle },
         )
@@ -122,6 +133,7 @@ impl LogBatcher {
     pub async fn flush(&self) {
         let (waiter, done) = oneshot::channel();
         self.send(Item::Flush(waiter)).await;
+        self.write_now.notify_one();
         let _ = done.await;
     }
 
@@ -137,6 +149,10 @@ impl LogBatcher {
         if let Some(sender) = &self.sender {
             if sender.send(item).await.is_err() {
                 tracing::error!("log batcher has stopped; a log row was not recorded");
+                return;
+            }
+            if self.capacity - sender.capacity() >= MAX_BATCH_ROWS {
+                self.write_now.notify_one();
             }
         }
     }
@@ -152,23 +168,38 @@ impl LogBatcherTask {
     }
 }
 
-async fn drain(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Item>, interval: Duration) {
+async fn drain(
+    store: Arc<dyn Store>,
+    mut receiver: mpsc::Receiver<Item>,
+    interval: Duration,
+    write_now: Arc<Notify>,
+) {
     let mut pending = Pending::default();
     let mut flush_waiters = Vec::new();
     let mut open = true;
     while open {
-        // Wait for the first row, then gather what else arrives within the
-        // interval, so a burst becomes one insert.
         match receiver.recv().await {
             Some(item) => pending.add(item, &mut flush_waiters),
             None => open = false,
         }
-        let deadline = tokio::time::Instant::now() + interval;
-        while open && pending.len() < MAX_BATCH_ROWS && flush_waiters.is_empty() {
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(item)) => pending.add(item, &mut flush_waiters),
-                Ok(None) => open = false,
-                Err(_) => break,
+        // After the first row, let the rows of the next `interval` gather
+        // in the queue untouched, so a burst becomes one insert. A sender
+        // wakes this task only while it waits in `recv`: taking the rows
+        // one by one as they came cost a wake-up and a timer per row.
+        if open && flush_waiters.is_empty() && receiver.len() < MAX_BATCH_ROWS {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = write_now.notified() => {}
+            }
+        }
+        while pending.len() < MAX_BATCH_ROWS {
+            match receiver.try_recv() {
+                Ok(item) => pending.add(item, &mut flush_waiters),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
             }
         }
         write_with_retry(store.as_ref(), &mut pending).await;
@@ -219,4 +250,99 @@ async fn write(store: &dyn Store, pending: &mut Pending) -> lambda_store::Result
         pending.executions_batch = None;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use chrono::TimeDelta;
+    use lambda_store::{SessionRecord, SessionStatus, SqliteStore};
+    use serde_json::json;
+
+    use super::*;
+
+    /// A gathering window no test waits out: a write before it ends was
+    /// cut short.
+    const LONG_WINDOW: Duration = Duration::from_secs(60);
+
+    async fn store_with_session(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+        let store = SqliteStore::open(&dir.path().join("batcher.db"))
+            .await
+            .expect("sqlite store");
+        store.migrate().await.expect("migrate");
+        let now = Utc::now();
+        store
+            .insert_session(&SessionRecord {
+                request_id: "counted".to_string(),
+                language_title: "nodejs-add".to_string(),
+                user_id: None,
+                created_at: now,
+                expires_at: now + TimeDelta::hours(1),
+                last_executed_at: None,
+                execution_count: 0,
+                status: SessionStatus::Active,
+                context: json!({}),
+                script_content: "return 1;".to_string(),
+                script_hash: "hash".to_string(),
+                compiled_artifact: None,
+                compile_options: None,
+                compile_status: None,
+                compile_error: None,
+                metadata: json!({}),
+            })
+            .await
+            .expect("insert session");
+        Arc::new(store)
+    }
+
+    async fn execution_count(store: &dyn Store) -> i64 {
+        store
+            .get_session("counted")
+            .await
+            .expect("read session")
+            .map(|session| session.execution_count)
+            .unwrap_or(-1)
+    }
+
+    #[tokio::test]
+    async fn a_flush_ends_the_gathering_window() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_with_session(&dir).await;
+        let (batcher, task) = LogBatcher::start(Arc::clone(&store), 100, LONG_WINDOW, true);
+        for _ in 0..3 {
+            batcher.count_execution("counted", Utc::now()).await;
+        }
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), batcher.flush())
+            .await
+            .expect("flush returns without waiting out the window");
+        assert_eq!(execution_count(store.as_ref()).await, 3);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(batcher);
+        tokio::time::timeout(Duration::from_secs(5), task.shutdown())
+            .await
+            .expect("the batcher stops once its senders are gone");
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_written_without_waiting_out_the_window() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = store_with_session(&dir).await;
+        let (batcher, _task) =
+            LogBatcher::start(Arc::clone(&store), 4 * MAX_BATCH_ROWS, LONG_WINDOW, true);
+        let n = MAX_BATCH_ROWS as i64 + 10;
+        for _ in 0..n {
+            batcher.count_execution("counted", Utc::now()).await;
+        }
+        // No flush: only the queue reaching a full batch starts this write.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while execution_count(store.as_ref()).await < MAX_BATCH_ROWS as i64 {
+            assert!(
+                Instant::now() < deadline,
+                "a full batch waited for the gathering window"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
