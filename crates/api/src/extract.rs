@@ -1,8 +1,12 @@
 //! Request extractors whose rejections speak the API's error format.
 
+use std::convert::Infallible;
+
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use lambda_core::CacheControl;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -52,5 +56,31 @@ pub fn language_title_header(headers: &HeaderMap) -> Result<String, ApiError> {
         _ => Err(ApiError::invalid_request(
             "the Language-Title header is required, e.g. Language-Title: nodejs-calculator",
         )),
+    }
+}
+
+/// The optional `X-Cache-Control` header of an execute, read in place (the
+/// `HeaderMap` extractor would copy every header). Never rejects: the
+/// handler reads the body before it answers with this header's error.
+pub struct CacheControlHeader(pub Result<CacheControl, ApiError>);
+
+impl<S: Send + Sync> FromRequestParts<S> for CacheControlHeader {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        let cache = match parts
+            .headers
+            .get("x-cache-control")
+            .map(|value| value.to_str())
+        {
+            None => Ok(CacheControl::Default),
+            Some(Ok(text)) => CacheControl::parse(text).ok_or_else(|| {
+                ApiError::invalid_request("X-Cache-Control must be no-cache or max-age=<seconds>")
+            }),
+            Some(Err(_)) => Err(ApiError::invalid_request(
+                "header X-Cache-Control is not valid text",
+            )),
+        };
+        Ok(CacheControlHeader(cache))
     }
 }

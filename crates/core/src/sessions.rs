@@ -558,7 +558,7 @@ impl Sessions {
         &self,
         caller: &Caller,
         request_id: &str,
-        request: ExecuteRequest,
+        request: &ExecuteRequest,
     ) -> Result<ExecuteOutcome> {
         let started = Instant::now();
         let now = Utc::now();
@@ -573,19 +573,21 @@ impl Sessions {
                 session.language
             )));
         }
-        let params = match request.params {
-            Value::Null => Value::Object(Map::new()),
+        // Borrowed: the caller keeps the params for the request log.
+        let no_params = Value::Object(Map::new());
+        let params = match &request.params {
+            Value::Null => &no_params,
             params => params,
         };
         if let Some(validator) = &session.params_validator {
-            scripts::validate_params(validator, &params)?;
+            scripts::validate_params(validator, params)?;
         }
         // Hashing params and context costs; skip it when nothing is cached.
         let cache_key = self.results.enabled_for(request.cache).then(|| {
             CacheKey::new(
                 session.user_id.as_deref(),
                 &session.script.hash,
-                &params,
+                params,
                 &session.context,
             )
         });
@@ -606,7 +608,7 @@ impl Sessions {
 
         let runtime = self.runtime_for(session.language)?;
         let event = serde_json::to_string(&Event {
-            params: &params,
+            params,
             context: &session.context,
             request_id: &session.request_id,
             language_title: &session.language_title,

@@ -4,13 +4,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use lambda_core::{CacheControl, Caller, ExecuteRequest, InitializeRequest};
+use lambda_core::{Caller, ExecuteRequest, InitializeRequest};
 
 use crate::dto::{
     ExecuteBody, ExecuteResponse, InitializeBody, InitializeResponse, SessionResponse,
 };
 use crate::error::ApiError;
-use crate::extract::{language_title_header, JsonBody};
+use crate::extract::{language_title_header, CacheControlHeader, JsonBody};
 use crate::gate::ExecuteLog;
 use crate::state::AppState;
 
@@ -84,18 +84,9 @@ pub async fn execute(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(request_id): Path<String>,
-    headers: HeaderMap,
+    CacheControlHeader(cache): CacheControlHeader,
     body: Result<JsonBody<ExecuteBody>, ApiError>,
 ) -> Response {
-    let cache = match headers.get("x-cache-control").map(|value| value.to_str()) {
-        None => Ok(CacheControl::Default),
-        Some(Ok(text)) => CacheControl::parse(text).ok_or_else(|| {
-            ApiError::invalid_request("X-Cache-Control must be no-cache or max-age=<seconds>")
-        }),
-        Some(Err(_)) => Err(ApiError::invalid_request(
-            "header X-Cache-Control is not valid text",
-        )),
-    };
     let mut log = ExecuteLog {
         session_id: request_id.clone(),
         language_title: None,
@@ -105,16 +96,17 @@ pub async fn execute(
     let outcome = match (body, cache) {
         (Err(error), _) | (_, Err(error)) => Err(error),
         (Ok(JsonBody(body)), Ok(cache)) => {
-            log.params = Some(body.params.clone());
             let request = ExecuteRequest {
                 params: body.params,
                 cache,
             };
-            state
+            let outcome = state
                 .sessions
-                .execute(&caller, &request_id, request)
+                .execute(&caller, &request_id, &request)
                 .await
-                .map_err(ApiError::from)
+                .map_err(ApiError::from);
+            log.params = Some(request.params);
+            outcome
         }
     };
     let mut response = match outcome {
