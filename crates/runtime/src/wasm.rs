@@ -422,7 +422,7 @@ impl Compiler {
             // Without it that memset covers the whole resident part (all of
             // a small guest's memory) on every drop, written or not. With
             // it one `PAGEMAP_SCAN` ioctl finds the pages the guest wrote
-            // and only those are zeroed (Linux 6.7 and later; `Auto` falls
+            // and only those are reset (Linux 6.7 and later; `Auto` falls
             // back to the memset elsewhere).
             .pagemap_scan(Enabled::Auto)
             .max_unused_warm_slots(warm_slots)
