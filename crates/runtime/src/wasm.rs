@@ -414,9 +414,10 @@ impl Compiler {
             // Every execute drops its store. By default the slot is reset
             // with an madvise per memory and table, flushed on each drop:
             // ~11% of service CPU in the benchmark, plus page faults when
-            // the slot is reused. Zeroing the first pages with memset
-            // instead keeps small guests (most scripts) syscall-free; the
-            // slot is still all zeros for the next instance.
+            // the slot is reused. Resetting the first pages with memset
+            // instead keeps them resident and needs no madvise for small
+            // guests (most scripts); the next instance still finds the
+            // module's initial contents.
             .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT)
             .table_keep_resident(TABLE_KEEP_RESIDENT)
             // Without it that memset covers the whole resident part (all of
