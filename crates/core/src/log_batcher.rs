@@ -313,12 +313,10 @@ mod tests {
         for _ in 0..3 {
             batcher.count_execution("counted", Utc::now()).await;
         }
-        let started = Instant::now();
         tokio::time::timeout(Duration::from_secs(5), batcher.flush())
             .await
             .expect("flush returns without waiting out the window");
         assert_eq!(execution_count(store.as_ref()).await, 3);
-        assert!(started.elapsed() < Duration::from_secs(5));
         drop(batcher);
         tokio::time::timeout(Duration::from_secs(5), task.shutdown())
             .await
