@@ -162,7 +162,7 @@ impl Plan {
             duration_ms: 8_000,
             warmup_ms: 1_500,
             initialize_ms: 3_000,
-            n_first_execute: 5,
+            n_first_execute: 15,
             n_rust_cold: 2,
             n_sessions: 10_000,
             n_idle_connections: 10_000,
