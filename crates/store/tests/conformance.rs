@@ -13,7 +13,7 @@ use lambda_store::{
     StoreError,
 };
 use lambda_testkit::postgres::TestDatabase;
-use serde_json::json;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// A fresh, empty database of one backend, plus raw SQL access for what the
@@ -911,5 +911,110 @@ async fn postgres_adopts_a_database_of_the_original_platform() -> Result<()> {
             error: None,
         }])
         .await?;
+    Ok(())
+}
+
+/// Request logs go to PostgreSQL in COPY's binary format, encoded by hand:
+/// every column must read back as written (NULs in JSON become U+FFFD),
+/// on the first write and on the retry that skips rows already there.
+#[tokio::test]
+async fn postgres_request_logs_read_back_as_written() -> Result<()> {
+    let harness = Harness::postgres().await?.migrated().await?;
+    let Raw::Postgres { pool, .. } = &harness.raw else {
+        bail!("not PostgreSQL");
+    };
+    let full = RequestLog {
+        id: Uuid::new_v4(),
+        request_id: "sessión-✓".to_string(),
+        language_title: "python-text_processor".to_string(),
+        timestamp: micros(Utc::now()),
+        client_ip: Some("203.0.113.9".to_string()),
+        user_id: Some("user-123".to_string()),
+        request_headers: Some(json!({"authorization": "***"})),
+        request_payload: Some(json!({"params": {"a": -5, "text": "nul\u{0}byte", "f": 1.5}})),
+        response_payload: Some(json!([1, "two", null])),
+        status_code: 460,
+        duration_ms: i32::MAX,
+        cached: true,
+        error_details: Some(json!({"code": "RUNTIME_ERROR"})),
+        runtime_metrics: Some(json!({})),
+        error: None,
+    };
+    let empty = RequestLog {
+        id: Uuid::new_v4(),
+        request_id: String::new(),
+        language_title: String::new(),
+        timestamp: DateTime::from_timestamp_micros(946_684_799_999_999).context("timestamp")?,
+        client_ip: None,
+        user_id: None,
+        request_headers: None,
+        request_payload: None,
+        response_payload: None,
+        status_code: 0,
+        duration_ms: -1,
+        cached: false,
+        error_details: None,
+        runtime_metrics: None,
+        error: None,
+    };
+    harness
+        .store
+        .insert_logs(std::slice::from_ref(&full))
+        .await?;
+    // The retry path: one row already there, one new.
+    harness
+        .store
+        .insert_logs(&[full.clone(), empty.clone()])
+        .await?;
+    ensure!(harness.count_rows("request_logs").await? == 2);
+
+    type Row = (
+        Uuid,
+        String,
+        String,
+        DateTime<Utc>,
+        Option<String>,
+        Option<String>,
+        Option<sqlx::types::Json<Value>>,
+        Option<sqlx::types::Json<Value>>,
+        Option<sqlx::types::Json<Value>>,
+        i32,
+        i32,
+        bool,
+        Option<sqlx::types::Json<Value>>,
+        Option<sqlx::types::Json<Value>>,
+    );
+    for expected in [&full, &empty] {
+        let row: Row = sqlx::query_as(
+            "SELECT id, request_id, language_title, timestamp, client_ip, user_id, \
+             request_headers, request_payload, response_payload, status_code, duration_ms, \
+             cached, error_details, runtime_metrics FROM public.request_logs WHERE id = $1",
+        )
+        .bind(expected.id)
+        .fetch_one(pool)
+        .await?;
+        let json = |value: Option<sqlx::types::Json<Value>>| value.map(|json| json.0);
+        let mut payload = expected.request_payload.clone();
+        if let Some(text) = payload.as_mut().and_then(|p| p.pointer_mut("/params/text")) {
+            *text = json!("nul\u{FFFD}byte");
+        }
+        ensure!(row.0 == expected.id);
+        ensure!(row.1 == expected.request_id, "request_id {:?}", row.1);
+        ensure!(row.2 == expected.language_title);
+        ensure!(
+            row.3 == expected.timestamp,
+            "timestamp {} vs {}",
+            row.3,
+            expected.timestamp
+        );
+        ensure!(row.4 == expected.client_ip && row.5 == expected.user_id);
+        ensure!(json(row.6) == expected.request_headers);
+        ensure!(json(row.7) == payload, "payload");
+        ensure!(json(row.8) == expected.response_payload);
+        ensure!(row.9 == expected.status_code && row.10 == expected.duration_ms);
+        ensure!(row.11 == expected.cached);
+        ensure!(json(row.12) == expected.error_details);
+        ensure!(json(row.13) == expected.runtime_metrics);
+    }
     Ok(())
 }
