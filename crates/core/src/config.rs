@@ -236,19 +236,14 @@ impl Config {
             3600,
             "a whole number of seconds (0 disables the cache)",
         )?);
+        let max_per_language = count("WORKERS_MAX_PER_LANGUAGE", 16)?;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let workers = WorkerSettings {
             blank_per_language: parse_var(env, "WORKERS_PER_LANGUAGE", 2, "a whole number")?,
-            max_per_language: count("WORKERS_MAX_PER_LANGUAGE", 16)?,
-            // Twice the cores: while one worker's answer travels back and
-            // the next request reaches it, its core would idle; a second
-            // worker per core fills that gap. Scripts cannot reach the
-            // network, so more than that only splits the same CPU over
-            // more processes, each JIT-warming its own heap (measured on 2
-            // cores, Node.js add at 32 connections: 4 workers beat 2 by 5
-            // to 12% and 6 or 8; 16 served 1.7x less than 2).
+            max_per_language,
             max_per_script: count(
                 "WORKERS_MAX_PER_SCRIPT",
-                2 * std::thread::available_parallelism().map_or(1, usize::from),
+                default_workers_per_script(cores, max_per_language),
             )?,
             queue_wait: millis("WORKER_QUEUE_WAIT_MS", 5_000)?,
             allow_insecure_no_sandbox: parse_bool(env, "ALLOW_INSECURE_NO_SANDBOX", false)?,
@@ -298,6 +293,19 @@ impl Config {
     }
 }
 
+/// Twice the cores: while one worker's answer travels back and the next
+/// request reaches it, its core would idle; a second worker per core fills
+/// that gap. Scripts cannot reach the network, so more than that only
+/// splits the same CPU over more processes, each JIT-warming its own heap
+/// (measured on 2 cores, Node.js add at 32 connections: 4 workers beat 2 by
+/// 5 to 12% and 6 or 8; 16 served 1.7x less than 2). But at most half the
+/// language's workers: a worker checked in goes to its own script's queue
+/// first, so a script allowed all of them could keep every other script of
+/// its language waiting for as long as its own load lasts.
+fn default_workers_per_script(cores: usize, max_per_language: usize) -> usize {
+    (2 * cores).min(max_per_language / 2).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +326,18 @@ mod tests {
         assert_eq!(config.max_script_size, 1024 * 1024);
         assert!(config.db_logging_enabled);
         assert!(config.database_url.is_none());
+    }
+
+    #[test]
+    fn a_script_gets_two_workers_per_core_but_never_all_of_its_language() {
+        assert_eq!(default_workers_per_script(2, 16), 4);
+        assert_eq!(default_workers_per_script(2, 4), 2);
+        assert_eq!(default_workers_per_script(16, 16), 8);
+        assert_eq!(default_workers_per_script(1, 1), 1);
+        let config = Config::from_env(&env(&[("WORKERS_MAX_PER_LANGUAGE", "6")])).unwrap();
+        assert!(config.workers.max_per_script <= 3);
+        let config = Config::from_env(&env(&[("WORKERS_MAX_PER_SCRIPT", "9")])).unwrap();
+        assert_eq!(config.workers.max_per_script, 9);
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub struct RuntimeConfig {
     pub max_workers_per_language: usize,
     /// `WORKERS_MAX_PER_SCRIPT`: cap on live workers specialized for one
     /// script (one worker key); further executes of that script queue for
-    /// one of them. Default 2 (the service's default is twice the CPU count).
+    /// one of them. Default 2 (the service's default is twice the CPU
+    /// count, at most half of `max_workers_per_language`).
     pub max_workers_per_script: usize,
     /// How long an execute or prepare may wait for a worker when all are
     /// busy and the cap is reached, before `RuntimeError::Busy`. Default 5 s.
