@@ -664,12 +664,6 @@ enum IfLogExists {
 
 impl PostgresStore {
     async fn write_logs(&self, batch: &[RequestLog], if_exists: IfLogExists) -> Result<()> {
-        // Encoded before the COPY starts: a row that cannot be encoded
-        // fails the batch without leaving a COPY half sent.
-        let chunks = batch
-            .chunks(REQUEST_LOGS_PER_COPY)
-            .map(encode_request_logs)
-            .collect::<Result<Vec<_>>>()?;
         let mut transaction = self.pool.begin().await?;
         // COPY, not INSERT: PostgreSQL writes a page of rows per heap and WAL
         // record and skips the per-row executor work of `INSERT ... SELECT`.
@@ -688,7 +682,10 @@ impl PostgresStore {
             }
         };
         let statement = format!("COPY {target} ({REQUEST_LOG_COLUMNS}) FROM STDIN (FORMAT binary)");
-        for chunk in chunks {
+        for chunk in batch.chunks(REQUEST_LOGS_PER_COPY) {
+            // Encoded before its COPY starts: a row that cannot be encoded
+            // fails the batch without leaving a COPY half sent.
+            let chunk = encode_request_logs(chunk)?;
             let mut copy = transaction.copy_in_raw(&statement).await?;
             copy.send(chunk).await?;
             copy.finish().await?;
