@@ -21,11 +21,6 @@ mod processes;
 mod procfs;
 mod report;
 
-/// The service's allocator, so that the baseline (and the load generator,
-/// which serves both sides) is not slowed by one the service does not use.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use harness::{Harness, Plan, StartOptions};
 
 #[derive(Parser)]

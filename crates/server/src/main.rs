@@ -13,12 +13,6 @@ mod serve;
 mod store;
 mod telemetry;
 
-/// mimalloc rather than glibc's malloc: every request allocates and frees
-/// buffers, headers and JSON values across tokio's worker threads, and
-/// glibc's arenas spent 11% of the service's CPU on it under load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "lambda-microservice",
