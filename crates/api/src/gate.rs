@@ -282,24 +282,6 @@ fn request_log(
     })
 }
 
-/// Request counts and latency by route and status, for every route.
-pub async fn track_http(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().to_string();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method), ("status", status)];
-    metrics::counter!("lambda_http_requests_total", &labels).increment(1);
-    metrics::histogram!("lambda_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
 /// Any path we do not serve: the API's 404 shape rather than an empty body.
 pub async fn not_found() -> Response {
     ApiError::new(

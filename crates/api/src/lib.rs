@@ -18,6 +18,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod gate;
+mod http_metrics;
 mod routes;
 pub mod state;
 
@@ -148,7 +149,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(system::metrics))
         .route("/api/v1/openapi.json", get(system::openapi))
         .fallback(gate::not_found)
-        .layer(middleware::from_fn(gate::track_http));
+        .layer(middleware::from_fn_with_state(
+            std::sync::Arc::new(http_metrics::HttpMetrics::default()),
+            http_metrics::track_http,
+        ));
     let app = match cors(&state.config.cors_allowed_origins) {
         Some(cors) => app.layer(cors),
         None => app,
