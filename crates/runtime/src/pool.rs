@@ -1068,6 +1068,13 @@ impl Inner {
                         armed: true,
                     };
                     let blank_ok = self.program.supports_blank_workers();
+                    if blank_ok && limits == self.settings.spawn_limits {
+                        // New scripts are coming faster than the deferred
+                        // refill replaces blank workers, and this request
+                        // starts a process anyway: start the blank ones
+                        // now, beside it, for the next new scripts.
+                        self.replenish();
+                    }
                     let worker = self
                         .start_worker(limits, if blank_ok { None } else { Some(script) })
                         .await?;
