@@ -65,7 +65,8 @@ struct Cli {
 /// The scenarios, in the order a full run takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Scenario {
-    /// Warm execute at the lower connection counts, and the seeded functions.
+    /// Warm execute at the lower connection counts, the seeded functions,
+    /// and a result-cache hit (the platform's path without a runtime).
     Warm,
     Initialize,
     First,
@@ -382,6 +383,7 @@ async fn run_scenarios(
                 eprintln!("lambda-bench: warm execute");
                 harness.warm_execute(low).await;
                 harness.warm_execute_seeded().await;
+                harness.warm_execute_cached().await;
             }
             if runs(Scenario::Initialize) {
                 eprintln!("lambda-bench: initialize");
