@@ -859,9 +859,10 @@ impl Harness {
     /// The platform's own execute path, without any runtime: the same
     /// params again, so after the first call the result cache answers.
     /// Auth, rate limit, session lookup, the request log row and the
-    /// counter all still happen, so no language's warm execute can beat
-    /// this row; it is the ceiling for the throughput targets. One
-    /// language's session is enough (the path is the same for all).
+    /// counter all still happen; a language's warm execute adds its
+    /// runtime to this path (and skips only the cache lookup), so this row
+    /// is the ceiling of the throughput targets. One language's session is
+    /// enough (the path is the same for all).
     pub async fn warm_execute_cached(&mut self) {
         let level = self.middle_level();
         let sessions = &self.measurements.runtimes.sessions;

@@ -186,6 +186,15 @@ fn median(values: &[f64]) -> Option<f64> {
     Some(sorted[sorted.len() / 2])
 }
 
+/// "N req/s = X% of B": a throughput against the baseline's.
+fn share_of_baseline(rps: f64, base: Option<&LoadRow>) -> String {
+    let base_rps = base.map(|base| base.load.rps).unwrap_or(0.0);
+    format!(
+        "{rps:.0} req/s = {:.1}% of {base_rps:.0}",
+        ratio(rps, base_rps).unwrap_or(0.0) * 100.0
+    )
+}
+
 fn targets(
     measurements: &Measurements,
     plan: &Plan,
@@ -242,10 +251,8 @@ fn targets(
                 share * 100.0
             ),
             measured: format!(
-                "{:.0} req/s = {:.1}% of {:.0}{}",
-                row.load.rps,
-                share_measured.unwrap_or(0.0) * 100.0,
-                base.map(|b| b.load.rps).unwrap_or(0.0),
+                "{}{}",
+                share_of_baseline(row.load.rps, base),
                 ceiling
                     .and_then(|ceiling| ratio(row.load.rps, ceiling.load.rps))
                     .map(|of_ceiling| format!(
@@ -285,18 +292,12 @@ fn targets(
         });
     }
     if let Some(ceiling) = ceiling {
-        let share = base.and_then(|base| ratio(ceiling.load.rps, base.load.rps));
         checks.push(TargetCheck {
             target: format!(
                 "platform ceiling: a result-cache hit (auth, rate limit, session, request log; \
                  no runtime){at}"
             ),
-            measured: format!(
-                "{:.0} req/s = {:.1}% of {:.0}",
-                ceiling.load.rps,
-                share.unwrap_or(0.0) * 100.0,
-                base.map(|b| b.load.rps).unwrap_or(0.0)
-            ),
+            measured: share_of_baseline(ceiling.load.rps, base),
             pass: None,
         });
     }
@@ -468,11 +469,15 @@ impl Report {
             out,
             "Run {} on {} CPUs ({}), {:.0} s. Service: release binary against PostgreSQL, request logging ON, JWT auth ON, \
              rate limits raised, default worker pools. Every execute sends `X-Cache-Control: no-cache` (the result cache \
-             is bypassed), except in the `warm execute (result cache)` row, where the cache answers: the platform's \
+             is bypassed), except in the `{}` row, where the cache answers: the platform's \
              path without a runtime, the ceiling of every language's row. Load: `lambda-bench loadgen`, closed loop over HTTP/1.1 keep-alive on 127.0.0.1, same machine. \
              `×base` is the ratio to the in-process axum baseline at the same connection count in this run \
              (throughput: higher is better; latency, CPU, RSS: lower is better).\n",
-            self.started_at, self.machine.cpus, self.machine.kernel, self.duration_s
+            self.started_at,
+            self.machine.cpus,
+            self.machine.kernel,
+            self.duration_s,
+            crate::harness::CACHED_SCENARIO
         );
         out.push_str("## Runtimes\n\n| language | /health | this run |\n|---|---|---|\n");
         for language in crate::harness::LANGUAGES {
