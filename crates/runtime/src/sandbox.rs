@@ -39,6 +39,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
@@ -81,11 +82,33 @@ pub enum WorkerIdentity {
 const WORKER_UID_BASE: u32 = 1_000_000_000;
 const WORKER_UID_SPAN: u32 = 100_000_000;
 static NEXT_WORKER_UID: AtomicU32 = AtomicU32::new(0);
+static WORKER_UID_START: OnceLock<u32> = OnceLock::new();
 
 /// A host uid no other live worker of this service uses (the range wraps
 /// after 10^8 workers).
+///
+/// Each service starts at a random point of the range: RLIMIT_NPROC counts
+/// per host uid across the whole host, so two services (replicas on one
+/// node, a test run beside a running service) that both counted from the
+/// range's start would share uids, and one's fork bomb would leave the
+/// other's workers unable to spawn a process (EAGAIN).
 pub fn next_worker_uid() -> u32 {
-    WORKER_UID_BASE + NEXT_WORKER_UID.fetch_add(1, Ordering::Relaxed) % WORKER_UID_SPAN
+    let start = *WORKER_UID_START.get_or_init(random_u32);
+    let n = NEXT_WORKER_UID.fetch_add(1, Ordering::Relaxed);
+    WORKER_UID_BASE + start.wrapping_add(n) % WORKER_UID_SPAN
+}
+
+/// A random number from the kernel; the process id if getrandom fails
+/// (distinct between services in one pid namespace at least).
+fn random_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    // SAFETY: the buffer is valid for writes of its length.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if usize::try_from(filled) == Ok(bytes.len()) {
+        u32::from_ne_bytes(bytes)
+    } else {
+        std::process::id()
+    }
 }
 
 /// `setpriv`, when the service runs as root and can therefore give workers
@@ -684,4 +707,28 @@ pub fn probe_bwrap(bwrap: &Path) -> Result<PathBuf, String> {
         )
     })?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_uids_are_distinct_and_inside_the_range() {
+        let uids: Vec<u32> = (0..1000).map(|_| next_worker_uid()).collect();
+        let distinct: std::collections::HashSet<_> = uids.iter().collect();
+        assert_eq!(distinct.len(), uids.len());
+        assert!(uids
+            .iter()
+            .all(|uid| (WORKER_UID_BASE..WORKER_UID_BASE + WORKER_UID_SPAN).contains(uid)));
+    }
+
+    #[test]
+    fn each_service_starts_its_uids_at_a_random_point() {
+        // Two services on one host draw their starts like this; equal draws
+        // (one chance in 2^32) would put them on the same uids.
+        let draws: std::collections::HashSet<u32> = (0..8).map(|_| random_u32()).collect();
+        assert!(draws.len() > 1, "{draws:?}");
+        assert_ne!(random_u32(), std::process::id());
+    }
 }
