@@ -81,8 +81,7 @@ pub enum WorkerIdentity {
 /// Host uids handed to workers: far above any real account.
 const WORKER_UID_BASE: u32 = 1_000_000_000;
 const WORKER_UID_SPAN: u32 = 100_000_000;
-static NEXT_WORKER_UID: AtomicU32 = AtomicU32::new(0);
-static WORKER_UID_START: OnceLock<u32> = OnceLock::new();
+static NEXT_WORKER_UID: OnceLock<AtomicU32> = OnceLock::new();
 
 /// A host uid no other live worker of this service uses (the range wraps
 /// after 10^8 workers).
@@ -93,9 +92,8 @@ static WORKER_UID_START: OnceLock<u32> = OnceLock::new();
 /// range's start would share uids, and one's fork bomb would leave the
 /// other's workers unable to spawn a process (EAGAIN).
 pub fn next_worker_uid() -> u32 {
-    let start = *WORKER_UID_START.get_or_init(random_u32);
-    let n = NEXT_WORKER_UID.fetch_add(1, Ordering::Relaxed);
-    WORKER_UID_BASE + start.wrapping_add(n) % WORKER_UID_SPAN
+    let next = NEXT_WORKER_UID.get_or_init(|| AtomicU32::new(random_u32()));
+    WORKER_UID_BASE + next.fetch_add(1, Ordering::Relaxed) % WORKER_UID_SPAN
 }
 
 /// A random number from the kernel; the process id if getrandom fails
