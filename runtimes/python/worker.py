@@ -53,23 +53,31 @@ for _fd in (IN_FD, OUT_FD):
 
 # ------------------------------------------------------------------ frames
 
-def _read_exact(n):
-    chunks = []
-    while n > 0:
-        chunk = os.read(IN_FD, min(n, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+# Bytes read past the end of a frame: the service sends one frame per
+# request and waits, so this is almost always empty, but a read may end
+# anywhere.
+_inbox = bytearray()
 
 
 def read_frame():
-    header = _read_exact(4)
-    if header is None:
-        return None
-    length = int.from_bytes(header, "big")
-    return _read_exact(length) if length else b""
+    # One read usually brings the whole frame: a frame costs one system
+    # call, not two.
+    while True:
+        if len(_inbox) >= 4:
+            length = int.from_bytes(_inbox[:4], "big")
+            end = 4 + length
+            if len(_inbox) >= end:
+                with memoryview(_inbox) as view:
+                    payload = bytes(view[4:end])
+                del _inbox[:end]
+                return payload
+            want = end - len(_inbox)
+        else:
+            want = 4 - len(_inbox)
+        chunk = os.read(IN_FD, min(max(want, 65536), 1 << 20))
+        if not chunk:
+            return None
+        _inbox.extend(chunk)
 
 
 def send_raw(payload):
@@ -83,8 +91,14 @@ def send_raw(payload):
             view = view[written:]
 
 
+# Built once: json.dumps with any argument other than the defaults builds
+# a new encoder on every call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_result = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def send(obj):
-    send_raw(json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    send_raw(_encode(obj).encode("utf-8"))
 
 
 # ------------------------------------------------------------------ log capture
@@ -376,7 +390,7 @@ def execute(msg, deliver):
     except BaseException as exc:  # noqa: BLE001 - anything the user raises is a script error
         return finish(req, script_error(exc), deliver)
     try:
-        result = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        result = _encode_result(value).encode("utf-8")
     except MemoryError as exc:
         return finish(req, script_error(exc, "memory"), deliver)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -407,7 +421,7 @@ def execute(msg, deliver):
         )
     head = '{"type":"result","logs_truncated":%s,"logs":%s,"result":' % (
         "true" if req.truncated else "false",
-        json.dumps(req.logs, ensure_ascii=False, separators=(",", ":")),
+        _encode(req.logs) if req.logs else "[]",
     )
     deliver(head.encode("utf-8") + result + b"}")
 
@@ -415,7 +429,7 @@ def execute(msg, deliver):
 def finish(req, response, deliver):
     response["logs"] = req.logs
     response["logs_truncated"] = req.truncated
-    deliver(json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    deliver(_encode(response).encode("utf-8"))
 
 
 def warm_up(rounds=5):
