@@ -37,12 +37,34 @@ function encodeFrame(json) {
   return frame;
 }
 
+// The service may write the next request before this one is answered
+// (PROTOCOL.md): requests run one at a time, in order, so a frame that
+// arrives while one is in flight waits here.
+let inFlight = false;
+const queued = [];
+
 function sendRaw(json) {
   const frame = encodeFrame(json);
   let off = 0;
   while (off < frame.length) {
     off += fs.writeSync(OUT_FD, frame, off, frame.length - off);
   }
+  // Every request gets exactly one answer, so an answer ends the request.
+  // The next one starts from the event loop, after whatever follows this
+  // send (the stray reap) has run.
+  inFlight = false;
+  if (queued.length > 0) setImmediate(runQueued);
+}
+
+function runQueued() {
+  if (inFlight || queued.length === 0) return;
+  inFlight = true;
+  dispatch(queued.shift());
+}
+
+function accept(payload) {
+  queued.push(payload);
+  runQueued();
 }
 
 function send(obj) {
@@ -576,7 +598,7 @@ function main() {
       const rest = buffered.subarray(4 + len);
       chunks = rest.length > 0 ? [rest] : [];
       total = rest.length;
-      dispatch(payload);
+      accept(payload);
     }
   });
   input.on('end', () => process.exit(0));

@@ -16,6 +16,11 @@
 //!   `max_workers_per_script`; past that, or while a specialization for
 //!   the key is in flight, requests queue per key and a checked-in worker
 //!   goes straight to the oldest of them (first come, first served);
+//! - **write-ahead**: a worker whose executes are short gets the next
+//!   queued request's frame written behind the one it is running, so it
+//!   reads it the moment it answers instead of sleeping until the service
+//!   writes it (a sleep and a wake-up per execute, the largest part of a
+//!   short execute's cost on a busy machine);
 //! - **cap** (`max_workers_per_language`) on live processes; idle
 //!   specialized workers are evicted least-recently-used to make room;
 //!   past the cap a request waits up to `queue_wait`, then `Busy`;
@@ -221,6 +226,9 @@ struct Worker {
     limits: WorkerLimits,
     last_used: Instant,
     buf: Vec<u8>,
+    /// How long its last execute took (write to answer): write-ahead is
+    /// only for workers whose executes are short.
+    last_exchange: Duration,
 }
 
 impl Worker {
@@ -309,7 +317,7 @@ struct State {
     /// goes straight to the first of them with the same limits: first come,
     /// first served, and one wake-up per hand-off instead of every waiter
     /// racing for every returned worker.
-    waiting: HashMap<Arc<str>, VecDeque<(WorkerLimits, oneshot::Sender<Lease>)>>,
+    waiting: HashMap<Arc<str>, VecDeque<Waiter>>,
     /// Every process holding a slot: blank, idle, busy, starting.
     n_live: usize,
     n_busy: usize,
@@ -416,8 +424,40 @@ enum Plan {
     Wait,
     /// Wait in the key's queue for a worker handed over at check-in (or
     /// for the pool to change).
-    Queue(oneshot::Receiver<Lease>),
+    Queue(oneshot::Receiver<Lease>, u64),
 }
+
+/// A request queued for a worker of its key.
+struct Waiter {
+    /// Tells this entry apart when its request gives up.
+    ticket: u64,
+    limits: WorkerLimits,
+    /// The execute frame, for write-ahead (`None` for `prepare`).
+    frame: Option<Arc<[u8]>>,
+    sender: oneshot::Sender<Lease>,
+}
+
+/// The request whose frame was written ahead into a leased worker's pipe:
+/// that worker is passed on to it when the current request is done, and
+/// nobody else may read the worker's next answer.
+struct Successor {
+    sender: oneshot::Sender<Lease>,
+}
+
+/// Frames up to this size are written ahead. A pipe write of at most
+/// `PIPE_BUF` bytes is atomic, so a non-blocking one either puts the whole
+/// frame in the pipe or nothing, and never waits on a worker that is busy.
+const WRITE_AHEAD_MAX_FRAME: usize = libc::PIPE_BUF;
+
+/// Write-ahead binds the next request to this worker, which a long execute
+/// would hold up while another worker of the key comes free: only workers
+/// whose last execute took less than this get one. An execute of a trivial
+/// script on a loaded 2-core machine often takes over 2 ms from write to
+/// answer (most of it waiting for a CPU): under Node.js load at 32
+/// connections a bound of 2 ms spared the worker a sleep on about a quarter
+/// of executes, 20 ms on a third. 20 ms is then the most a request waits
+/// behind one unexpectedly long execute for having been written ahead.
+const WRITE_AHEAD_MAX_EXCHANGE: Duration = Duration::from_millis(20);
 
 /// A worker taken out of the pool for one request. Dropping it without
 /// [`Lease::checkin`] kills the worker: a request cancelled mid-flight leaves
@@ -425,9 +465,23 @@ enum Plan {
 struct Lease {
     inner: Arc<Inner>,
     worker: Option<Worker>,
+    /// This request's frame is already in the worker's pipe (written ahead).
+    frame_sent: bool,
+    /// Dropped with the lease when the worker is killed: the successor then
+    /// looks for a worker again.
+    successor: Option<Successor>,
 }
 
 impl Lease {
+    fn new(inner: &Arc<Inner>, worker: Worker) -> Lease {
+        Lease {
+            inner: Arc::clone(inner),
+            worker: Some(worker),
+            frame_sent: false,
+            successor: None,
+        }
+    }
+
     fn worker(&mut self) -> Result<&mut Worker, RuntimeError> {
         self.worker
             .as_mut()
@@ -436,7 +490,10 @@ impl Lease {
 
     fn checkin(mut self) {
         if let Some(worker) = self.worker.take() {
-            self.inner.checkin(worker);
+            match self.successor.take() {
+                Some(successor) => self.inner.pass_on(worker, successor),
+                None => self.inner.checkin(worker),
+            }
         }
     }
 
@@ -600,25 +657,115 @@ impl Inner {
             };
             let next = queue
                 .iter()
-                .position(|(limits, _)| *limits == worker.limits)
+                .position(|waiter| waiter.limits == worker.limits)
                 .and_then(|index| queue.remove(index));
             if queue.is_empty() {
                 state.waiting.remove(key);
             }
-            let Some((_, sender)) = next else {
+            let Some(Waiter { sender, .. }) = next else {
                 return Some(worker);
             };
             Self::set_info(state, &worker, WorkerState::Busy);
-            let lease = Lease {
-                inner: Arc::clone(self),
-                worker: Some(worker),
-            };
+            let lease = Lease::new(self, worker);
             match sender.send(lease) {
                 Ok(()) => return None,
                 // That request gave up (timed out or was cancelled).
                 Err(mut lease) => worker = lease.worker.take()?,
             }
         }
+    }
+
+    /// Gives a worker straight to the request whose frame was written
+    /// ahead into it (the worker stays busy).
+    fn pass_on(self: &Arc<Self>, mut worker: Worker, successor: Successor) {
+        worker.last_used = Instant::now();
+        if lock(&self.state).closed {
+            // The successor looks again and learns of the shutdown.
+            drop(successor);
+            self.checkin(worker);
+            return;
+        }
+        let mut lease = Lease::new(self, worker);
+        lease.frame_sent = true;
+        if let Err(mut lease) = successor.sender.send(lease) {
+            // It gave up after its frame was written: the worker's next
+            // answer is for nobody, so the worker cannot be reused.
+            if let Some(worker) = lease.worker.take() {
+                self.discard_busy(worker, "cancelled");
+            }
+        }
+    }
+
+    /// Writes the frame of the oldest request queued for this worker's key
+    /// behind the one the worker is running, and takes that request off
+    /// the queue: it becomes the lease's successor. Done only for small
+    /// frames and workers whose last execute was short. `Err` means the
+    /// pipe got part of a frame and the worker must go.
+    fn write_ahead(&self, lease: &mut Lease) -> Result<(), ()> {
+        let Some(worker) = lease.worker.as_ref() else {
+            return Ok(());
+        };
+        if lease.successor.is_some() || worker.last_exchange >= WRITE_AHEAD_MAX_EXCHANGE {
+            return Ok(());
+        }
+        let Some(key) = worker.key.as_ref() else {
+            return Ok(());
+        };
+        let mut state = lock(&self.state);
+        let Some(queue) = state.waiting.get_mut(key) else {
+            return Ok(());
+        };
+        // Requests that gave up (cancelled) leave their entries behind.
+        queue.retain(|waiter| !waiter.sender.is_closed());
+        let Some(index) = queue
+            .iter()
+            .position(|waiter| waiter.limits == worker.limits)
+        else {
+            return Ok(());
+        };
+        let Some(frame) = queue[index].frame.as_ref() else {
+            return Ok(());
+        };
+        if frame.len() > WRITE_AHEAD_MAX_FRAME {
+            return Ok(());
+        }
+        // Under the pool lock: no check-in may hand this waiter another
+        // worker between the write and taking it off the queue.
+        match worker.requests.try_write(frame) {
+            Ok(written) if written == frame.len() => {}
+            Ok(0) => return Ok(()),
+            Ok(_) => return Err(()),
+            // Full pipe (a large frame still unread): no write-ahead.
+            Err(_) => return Ok(()),
+        }
+        let Some(waiter) = queue.remove(index) else {
+            return Ok(());
+        };
+        if queue.is_empty() {
+            state.waiting.remove(key);
+        }
+        lease.successor = Some(Successor {
+            sender: waiter.sender,
+        });
+        Ok(())
+    }
+
+    /// Takes a request that gives up off its key's queue. `false` when it
+    /// is no longer there: a worker was handed to it, or its frame was
+    /// written ahead, and its receiver will say which.
+    fn leave_queue(&self, key: &Arc<str>, ticket: u64) -> bool {
+        let mut state = lock(&self.state);
+        let Some(queue) = state.waiting.get_mut(key) else {
+            return false;
+        };
+        let Some(index) = queue.iter().position(|waiter| waiter.ticket == ticket) else {
+            return false;
+        };
+        queue.remove(index);
+        if queue.is_empty() {
+            state.waiting.remove(key);
+        }
+        true
     }
 
     fn discard_busy(self: &Arc<Self>, worker: Worker, reason: &'static str) {
@@ -789,6 +936,7 @@ impl Inner {
             limits,
             last_used: Instant::now(),
             buf: Vec::new(),
+            last_exchange: Duration::MAX,
         };
         let ready = tokio::time::timeout(
             self.settings.start_timeout,
@@ -920,6 +1068,7 @@ impl Inner {
         self: &Arc<Self>,
         script: &Script,
         limits: WorkerLimits,
+        frame: Option<&Arc<[u8]>>,
     ) -> Result<Lease, RuntimeError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.settings.queue_wait;
@@ -966,12 +1115,18 @@ impl Inner {
                         || state.n_holding(&key) >= self.settings.max_workers_per_script =>
                     {
                         let (sender, receiver) = oneshot::channel();
+                        let ticket = self.next_id.fetch_add(1, Ordering::Relaxed);
                         state
                             .waiting
                             .entry(Arc::clone(&key))
                             .or_default()
-                            .push_back((limits, sender));
-                        Plan::Queue(receiver)
+                            .push_back(Waiter {
+                                ticket,
+                                limits,
+                                frame: frame.cloned(),
+                                sender,
+                            });
+                        Plan::Queue(receiver, ticket)
                     }
                     None => {
                         let mut blank = None;
@@ -1029,7 +1184,7 @@ impl Inner {
                     Plan::Spawn => {
                         *state.loading.entry(Arc::clone(&key)).or_default() += 1;
                     }
-                    Plan::Wait | Plan::Queue(_) => {}
+                    Plan::Wait | Plan::Queue(..) => {}
                 }
                 self.publish(&state);
                 plan
@@ -1041,10 +1196,7 @@ impl Inner {
             match plan {
                 Plan::Warm(worker) => {
                     self.record_wait(started);
-                    return Ok(Lease {
-                        inner: Arc::clone(self),
-                        worker: Some(worker),
-                    });
+                    return Ok(Lease::new(self, worker));
                 }
                 Plan::Load(worker) => {
                     let mark = LoadingMark {
@@ -1052,10 +1204,7 @@ impl Inner {
                         key: Arc::clone(&key),
                     };
                     self.replenish_soon();
-                    let lease = Lease {
-                        inner: Arc::clone(self),
-                        worker: Some(worker),
-                    };
+                    let lease = Lease::new(self, worker);
                     return self.load_leased(lease, script, mark, started).await;
                 }
                 Plan::Spawn => {
@@ -1085,31 +1234,43 @@ impl Inner {
                         Self::set_info(&mut state, &worker, WorkerState::Busy);
                         self.publish(&state);
                     }
-                    let lease = Lease {
-                        inner: Arc::clone(self),
-                        worker: Some(worker),
-                    };
+                    let lease = Lease::new(self, worker);
                     return self.load_leased(lease, script, mark, started).await;
                 }
-                Plan::Queue(receiver) => {
-                    tokio::select! {
-                        handed = receiver => {
+                Plan::Queue(mut receiver, ticket) => {
+                    let timed_out = tokio::select! {
+                        handed = &mut receiver => {
                             if let Ok(lease) = handed {
                                 self.record_wait(started);
                                 return Ok(lease);
                             }
-                            // The queue was dropped (shutdown): look again.
+                            // The queue was dropped (shutdown), or the
+                            // worker this request's frame was written
+                            // ahead into was killed: look again.
+                            continue;
                         }
                         // A worker of some key died or a load ended: look
-                        // again (this entry goes stale and is skipped).
-                        () = &mut holders_changed => {}
-                        () = tokio::time::sleep_until(deadline) => {
+                        // again.
+                        () = &mut holders_changed => false,
+                        () = tokio::time::sleep_until(deadline) => true,
+                    };
+                    if !self.leave_queue(&key, ticket) {
+                        // Off the queue already: a worker is on its way,
+                        // or this frame is in one's pipe, and only this
+                        // request may read its answer. That worker's own
+                        // request is bounded by its timeout.
+                        if let Ok(lease) = receiver.await {
                             self.record_wait(started);
-                            return Err(RuntimeError::Busy {
-                                language: self.program.language(),
-                                waited_ms: started.elapsed().as_millis() as u64,
-                            });
+                            return Ok(lease);
                         }
+                        continue;
+                    }
+                    if timed_out {
+                        self.record_wait(started);
+                        return Err(RuntimeError::Busy {
+                            language: self.program.language(),
+                            waited_ms: started.elapsed().as_millis() as u64,
+                        });
                     }
                 }
                 Plan::Wait => {
@@ -1149,23 +1310,38 @@ fn script_error(error: frame::WorkerError) -> RuntimeError {
     }
 }
 
-async fn exchange(
-    worker: &mut Worker,
-    request: &[u8],
-    limits: &Limits,
-    program: &dyn WorkerProgram,
-) -> Exchange {
+async fn exchange(lease: &mut Lease, request: &[u8], limits: &Limits, inner: &Inner) -> Exchange {
     // Logs travel JSON-escaped (up to 6 bytes per byte for control
     // characters); the bound only has to stop a runaway, not be tight.
     let max_frame = limits
         .max_result_bytes
         .saturating_add(limits.max_log_bytes.saturating_mul(6))
         .saturating_add(64 * 1024);
+    let frame_sent = std::mem::take(&mut lease.frame_sent);
+    let started = Instant::now();
     let io = async {
-        frame::write_frame(&mut worker.requests, request).await?;
+        if !frame_sent {
+            let worker = lease.worker.as_mut().ok_or(FrameError::Closed)?;
+            frame::write_frame(&mut worker.requests, request).await?;
+        }
+        // While the worker runs this request, the next one's frame goes
+        // in behind it.
+        inner.write_ahead(lease).map_err(|()| {
+            FrameError::Malformed("a frame written ahead went in part only".into())
+        })?;
+        let worker = lease.worker.as_mut().ok_or(FrameError::Closed)?;
         frame::read_frame(&mut worker.responses, max_frame, &mut worker.buf).await
     };
-    match tokio::time::timeout(limits.timeout, io).await {
+    let outcome = tokio::time::timeout(limits.timeout, io).await;
+    let Some(worker) = lease.worker.as_mut() else {
+        return Exchange::Kill(
+            RuntimeError::Internal("worker lease already returned".into()),
+            "protocol",
+        );
+    };
+    worker.last_exchange = started.elapsed();
+    let program = &*inner.program;
+    match outcome {
         Err(_) => Exchange::Kill(
             RuntimeError::Timeout {
                 timeout_ms: limits.timeout.as_millis() as u64,
@@ -1273,7 +1449,7 @@ impl WorkerPool {
     pub async fn prepare(&self, script: &Script) -> Result<(), RuntimeError> {
         let lease = self
             .inner
-            .checkout(script, self.inner.settings.spawn_limits)
+            .checkout(script, self.inner.settings.spawn_limits, None)
             .await?;
         lease.checkin();
         Ok(())
@@ -1288,12 +1464,13 @@ impl WorkerPool {
         let request =
             frame::execute_frame(event_json, limits.max_log_bytes, limits.max_result_bytes)
                 .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let request: Arc<[u8]> = Arc::from(request);
         let mut lease = self
             .inner
-            .checkout(script, WorkerLimits::from(limits))
+            .checkout(script, WorkerLimits::from(limits), Some(&request))
             .await?;
         let started = Instant::now();
-        let outcome = exchange(lease.worker()?, &request, limits, &*self.inner.program).await;
+        let outcome = exchange(&mut lease, &request, limits, &self.inner).await;
         let (result, outcome_label) = match outcome {
             Exchange::Keep(result) => {
                 lease.checkin();

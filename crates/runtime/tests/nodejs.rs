@@ -908,3 +908,13 @@ async fn limits_other_than_the_spawn_limits_get_their_own_worker() {
     assert_eq!(out.result, json!(["--max-old-space-size=64"]));
     assert_ne!(rt.pool().unwrap().worker_pids(&s.worker_key), warmed);
 }
+
+#[tokio::test]
+async fn queued_executes_keep_their_own_results_and_logs() {
+    assert_queued_executes_keep_their_own_results_and_logs(Language::Nodejs).await;
+}
+
+#[tokio::test]
+async fn written_ahead_requests_survive_their_worker() {
+    assert_written_ahead_requests_survive_their_worker(Language::Nodejs).await;
+}

@@ -641,3 +641,13 @@ async fn large_events_and_results_round_trip() {
     let source = "def handle(params):\n    return {'n': len(params['s']), 's': params['s']}\n";
     assert_large_round_trips(&rt, Language::Python, source).await;
 }
+
+#[tokio::test]
+async fn queued_executes_keep_their_own_results_and_logs() {
+    assert_queued_executes_keep_their_own_results_and_logs(Language::Python).await;
+}
+
+#[tokio::test]
+async fn written_ahead_requests_survive_their_worker() {
+    assert_written_ahead_requests_survive_their_worker(Language::Python).await;
+}

@@ -422,3 +422,141 @@ pub async fn assert_left_processes_are_reaped(
         assert_eq!(out.result, json!(2));
     }
 }
+
+/// A script that logs, waits `params.ms` (Node.js: a timer; Python: a
+/// sleep), logs again and returns `params.i`; `params.spin` loops forever.
+fn queue_probe(language: Language) -> &'static str {
+    match language {
+        Language::Nodejs => {
+            "console.log('start', event.params.i);\n\
+             while (event.params.spin) {}\n\
+             await new Promise((r) => setTimeout(r, event.params.ms));\n\
+             console.log('end', event.params.i);\n\
+             return event.params.i;"
+        }
+        Language::Python => {
+            "import time\n\
+             def handler(event):\n    \
+                 p = event['params']\n    \
+                 print('start', p['i'])\n    \
+                 while p.get('spin'):\n        pass\n    \
+                 time.sleep(p['ms'] / 1000)\n    \
+                 print('end', p['i'])\n    \
+                 return p['i']\n"
+        }
+        other => panic!("no queue probe for {other}"),
+    }
+}
+
+/// One worker for the script, so concurrent executes queue for it and have
+/// their frames written ahead into it.
+fn one_worker_per_script() -> RuntimeConfig {
+    RuntimeConfig {
+        max_workers_per_script: 1,
+        ..config()
+    }
+}
+
+async fn probe(
+    rt: &Arc<PooledRuntime>,
+    s: &Script,
+    params: Value,
+    timeout: Duration,
+) -> Result<Output, RuntimeError> {
+    let limits = Limits {
+        timeout,
+        ..Limits::default()
+    };
+    rt.execute(s, &event(params), &limits).await
+}
+
+/// The queue probe, prepared and run once on a runtime with one worker per
+/// script: a worker's first execute is never written ahead of.
+async fn warm_queue_probe(language: Language) -> (Arc<PooledRuntime>, Script) {
+    let rt = runtime(language, &one_worker_per_script());
+    let s = script(language, queue_probe(language));
+    rt.prepare(&s).await.unwrap();
+    probe(&rt, &s, json!({"i": 0, "ms": 0}), Duration::from_secs(5))
+        .await
+        .unwrap();
+    (rt, s)
+}
+
+/// Executes queued for one worker (written ahead behind the one it runs)
+/// run one at a time, in order, each with its own result and logs.
+pub async fn assert_queued_executes_keep_their_own_results_and_logs(language: Language) {
+    let (rt, s) = warm_queue_probe(language).await;
+    let runs = (1..=30).map(|i| {
+        let (rt, s) = (Arc::clone(&rt), s.clone());
+        // Some of them wait, so later frames arrive while one is running.
+        let ms = if i % 5 == 0 { 20 } else { 0 };
+        tokio::spawn(async move {
+            probe(&rt, &s, json!({"i": i, "ms": ms}), Duration::from_secs(10)).await
+        })
+    });
+    let runs: Vec<_> = runs.collect();
+    for (i, run) in (1..=30).zip(runs) {
+        let out = run.await.unwrap().unwrap();
+        assert_eq!(out.result, json!(i));
+        assert_eq!(out.logs, vec![format!("start {i}"), format!("end {i}")]);
+    }
+    assert_eq!(rt.pool().unwrap().worker_pids(&s.worker_key).len(), 1);
+}
+
+/// A request whose frame was written ahead into a worker that then times
+/// out runs on a new worker; one that gives up while written ahead costs
+/// that worker, not a wrong answer to anyone.
+pub async fn assert_written_ahead_requests_survive_their_worker(language: Language) {
+    let (rt, s) = warm_queue_probe(language).await;
+    // A spins until its timeout; B queues behind it.
+    let spinning = {
+        let (rt, s) = (Arc::clone(&rt), s.clone());
+        tokio::spawn(async move {
+            probe(
+                &rt,
+                &s,
+                json!({"i": 1, "ms": 0, "spin": true}),
+                Duration::from_millis(800),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let queued = probe(&rt, &s, json!({"i": 2, "ms": 0}), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(queued.result, json!(2));
+    assert_eq!(queued.logs, vec!["start 2", "end 2"]);
+    assert!(matches!(
+        spinning.await.unwrap(),
+        Err(RuntimeError::Timeout { .. })
+    ));
+
+    // C runs 600 ms; D queues behind it and gives up after 200 ms.
+    let slow = {
+        let (rt, s) = (Arc::clone(&rt), s.clone());
+        tokio::spawn(async move {
+            probe(&rt, &s, json!({"i": 3, "ms": 600}), Duration::from_secs(5)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(200),
+        probe(&rt, &s, json!({"i": 4, "ms": 0}), Duration::from_secs(5)),
+    )
+    .await;
+    assert!(gave_up.is_err(), "{gave_up:?}");
+    let out = slow.await.unwrap().unwrap();
+    assert_eq!(
+        (out.result, out.logs),
+        (json!(3), vec!["start 3".to_string(), "end 3".to_string()])
+    );
+    // Whoever comes next gets its own answer, never D's.
+    for i in 5..8 {
+        let out = probe(&rt, &s, json!({"i": i, "ms": 0}), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(out.result, json!(i));
+        assert_eq!(out.logs, vec![format!("start {i}"), format!("end {i}")]);
+    }
+}
