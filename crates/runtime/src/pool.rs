@@ -738,8 +738,10 @@ impl Inner {
             // Full pipe (a large frame still unread): no write-ahead.
             Err(_) => return Ok(()),
         }
+        // The frame is in the pipe: with no waiter to bind to it, nobody
+        // could read its answer (unreachable under the lock; kept safe).
         let Some(waiter) = queue.remove(index) else {
-            return Ok(());
+            return Err(());
         };
         if queue.is_empty() {
             state.waiting.remove(key);
@@ -1068,7 +1070,7 @@ impl Inner {
         self: &Arc<Self>,
         script: &Script,
         limits: WorkerLimits,
-        frame: Option<&Arc<[u8]>>,
+        frame: Option<&[u8]>,
     ) -> Result<Lease, RuntimeError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.settings.queue_wait;
@@ -1123,7 +1125,8 @@ impl Inner {
                             .push_back(Waiter {
                                 ticket,
                                 limits,
-                                frame: frame.cloned(),
+                                // Copied only for a request that queues.
+                                frame: frame.map(Arc::from),
                                 sender,
                             });
                         Plan::Queue(receiver, ticket)
@@ -1464,7 +1467,6 @@ impl WorkerPool {
         let request =
             frame::execute_frame(event_json, limits.max_log_bytes, limits.max_result_bytes)
                 .map_err(|e| RuntimeError::Internal(e.to_string()))?;
-        let request: Arc<[u8]> = Arc::from(request);
         let mut lease = self
             .inner
             .checkout(script, WorkerLimits::from(limits), Some(&request))
