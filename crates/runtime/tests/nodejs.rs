@@ -392,7 +392,12 @@ async fn fork_bomb_is_contained_and_cleaned_up() {
 {LIVE_PIDS}
 if (event.params.bomb) {{
   require('child_process').execSync(':(){{ :|:& }};:', {{ shell: '/bin/bash', stdio: 'ignore' }});
-  return live();
+  // The most seen over 100 ms, not one look: on a loaded machine the
+  // bomb's processes can all have failed their forks and exited by the
+  // time of a single look (CI saw 2 once).
+  let most = live();
+  for (const end = Date.now() + 100; Date.now() < end && most <= 2; ) most = Math.max(most, live());
+  return most;
 }}
 return live();"#
     );
