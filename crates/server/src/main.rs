@@ -19,8 +19,8 @@ mod telemetry;
 /// time: about a tenth of the execute path's CPU. jemalloc's thread caches
 /// take most of that cost away (bench/README.md); the in-process baseline,
 /// which allocates little, did not move with another allocator preloaded.
-/// The price is memory: with 10,000 idle connections the service holds 25
-/// to 35 MiB more than with glibc, over the 256 MiB target; every setting
+/// The price is memory: with 10,000 idle connections the service holds 23
+/// to 32 MiB more than with glibc, over the 256 MiB target; every setting
 /// of jemalloc's that won that back gave the speed back too. mimalloc was
 /// as fast and held 40% more than glibc.
 #[global_allocator]
