@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use lambda_core::Config;
 
 mod access;
+mod http_server;
 mod runtimes;
 mod serve;
 mod store;

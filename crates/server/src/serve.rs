@@ -11,7 +11,7 @@ use lambda_api::{AppState, Gate, Services};
 use lambda_core::{Config, LanguageTitleParser, LogBatcher, Registry, Sessions};
 use tokio::net::TcpListener;
 
-use crate::{access, runtimes, store, telemetry};
+use crate::{access, http_server, runtimes, store, telemetry};
 
 /// How long shutdown waits for queued logs to reach a database that is away.
 const LOG_FLUSH_DEADLINE: Duration = Duration::from_secs(30);
@@ -91,9 +91,11 @@ pub async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
                 .route("/metrics", axum::routing::get(lambda_api::metrics_handler))
                 .with_state(state.clone());
             tracing::info!(%address, "metrics listening");
-            Some(tokio::spawn(async move {
-                axum::serve(listener, metrics_app).await
-            }))
+            Some(tokio::spawn(http_server::serve(
+                listener,
+                metrics_app,
+                std::future::pending(),
+            )))
         }
         None => None,
     };
@@ -103,13 +105,7 @@ pub async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on BIND_ADDR {}", config.bind_addr))?;
     tracing::info!(address = %config.bind_addr, "listening");
     let app = lambda_api::app(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("the HTTP server failed")?;
+    http_server::serve(listener, app, shutdown_signal()).await;
 
     tracing::info!("draining: flushing request logs and stopping workers");
     sweeper.abort();

@@ -335,3 +335,110 @@ async fn expired_sessions_are_deleted_in_the_background() {
     }
     assert!(seen_stored, "the session was never stored");
 }
+
+/// SIGTERM: a request in flight finishes and is answered (here one whose
+/// body is still arriving, so only the listener's drain can save it), an
+/// idle keep-alive connection is closed at once, the service exits cleanly,
+/// and the request log has the peer's address (what the listener hands the
+/// handlers; 127.0.0.2, so that it is not the fallback when none is handed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_request_in_flight_and_closes_idle_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut harness = Harness::start(Backend::Sqlite, &[]).await;
+    let session = harness.api.initialize_script("nodejs-drain", ADD).await;
+    let port = harness.service.port;
+
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    while !answer.windows(4).any(|window| window == b"\r\n\r\n") {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut chunk))
+            .await
+            .expect("the health answer arrives")
+            .expect("read");
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind((std::net::Ipv4Addr::new(127, 0, 0, 2), 0).into())
+        .expect("bind 127.0.0.2");
+    let mut in_flight = socket
+        .connect((std::net::Ipv4Addr::LOCALHOST, port).into())
+        .await
+        .expect("connect");
+    let body = br#"{"params": {"a": 2, "b": 3}}"#;
+    let (first_half, second_half) = body.split_at(body.len() / 2);
+    in_flight
+        .write_all(
+            format!(
+                "POST /api/v1/execute/{session} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+    in_flight.write_all(first_half).await.expect("write");
+
+    let stopped = std::time::Instant::now();
+    let finish_the_request = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        in_flight.write_all(second_half).await.expect("write");
+        let mut response = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            in_flight.read_to_end(&mut response),
+        )
+        .await
+        .expect("the answer and the close arrive")
+        .expect("read");
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    let (status, response) = tokio::join!(harness.service.stop(), finish_the_request);
+    let status = status.expect("graceful stop");
+    assert!(status.success(), "exit status {status}");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""result":5"#), "{response}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        stopped.elapsed()
+    );
+
+    // What is left of the health answer, then the end of the stream.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut rest = [0u8; 4096];
+        loop {
+            match idle.read(&mut rest).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection stayed open after shutdown"
+    );
+
+    let path = harness.service.data_dir.join("lambda.db");
+    let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("connect");
+    let client_ips: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT client_ip FROM request_logs WHERE request_id = ?")
+            .bind(&session)
+            .fetch_all(&mut connection)
+            .await
+            .expect("query");
+    assert_eq!(client_ips, vec![Some("127.0.0.2".to_string())]);
+}
