@@ -20,10 +20,10 @@ mod telemetry;
 /// time: about a tenth of the execute path's CPU. jemalloc's thread caches
 /// take most of that cost away (bench/README.md); the in-process baseline,
 /// which allocates little, did not move with another allocator preloaded.
-/// The price is memory: with 10,000 idle connections the service holds 23
-/// to 32 MiB more than with glibc, over the 256 MiB target; every setting
-/// of jemalloc's that won that back gave the speed back too. mimalloc was
-/// as fast and held 40% more than glibc.
+/// Its memory price showed with 10,000 idle connections, 23 to 32 MiB over
+/// glibc's, while hyper's read buffer doubled on every connection; since
+/// the service has its own listener (`http_server`), the two hold about
+/// the same there. mimalloc was as fast and held 40% more than glibc.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
