@@ -167,7 +167,7 @@ impl Plan {
             warmup_ms: 1_500,
             initialize_ms: 3_000,
             n_first_execute: 15,
-            n_rust_cold: 2,
+            n_rust_cold: 5,
             n_sessions: 10_000,
             n_idle_connections: 10_000,
             soak_ms: 60_000,
@@ -964,7 +964,7 @@ impl Harness {
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let sessions = self.measurements.runtimes.sessions.clone();
         for language in sessions.keys() {
-            // Rust compiles each new script (seconds); one sample is enough there.
+            // Rust compiles each new script (most of a second): fewer samples.
             let samples = if language == "rust" {
                 self.plan.n_first_execute.min(self.plan.n_rust_cold.max(1))
             } else {
