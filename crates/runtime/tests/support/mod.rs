@@ -559,4 +559,70 @@ pub async fn assert_written_ahead_requests_survive_their_worker(language: Langua
         assert_eq!(out.result, json!(i));
         assert_eq!(out.logs, vec![format!("start {i}"), format!("end {i}")]);
     }
+
+    // Two deep: requests queued while a short execute runs are written
+    // ahead behind the next one when it starts. F spins until its timeout
+    // with G and H written ahead behind it; each gets its own answer.
+    let spawn_probe = |params: Value, timeout: Duration| {
+        let (rt, s) = (Arc::clone(&rt), s.clone());
+        tokio::spawn(async move { probe(&rt, &s, params, timeout).await })
+    };
+    let short = spawn_probe(json!({"i": 8, "ms": 10}), Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let spinning = spawn_probe(
+        json!({"i": 9, "ms": 0, "spin": true}),
+        Duration::from_millis(800),
+    );
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let behind: Vec<_> = (10..12)
+        .map(|i| spawn_probe(json!({"i": i, "ms": 0}), Duration::from_secs(10)))
+        .collect();
+    assert_eq!(short.await.unwrap().unwrap().result, json!(8));
+    assert!(matches!(
+        spinning.await.unwrap(),
+        Err(RuntimeError::Timeout { .. })
+    ));
+    for (i, run) in (10..12).zip(behind) {
+        let out = run.await.unwrap().unwrap();
+        assert_eq!(out.result, json!(i));
+        assert_eq!(out.logs, vec![format!("start {i}"), format!("end {i}")]);
+    }
+
+    // J gives up while written ahead behind I, with K behind it: the
+    // worker's answer to J is for nobody, so the worker goes, and K still
+    // gets its own answer.
+    let short = spawn_probe(json!({"i": 12, "ms": 10}), Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let slow = spawn_probe(json!({"i": 13, "ms": 300}), Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let gave_up = {
+        let (rt, s) = (Arc::clone(&rt), s.clone());
+        tokio::spawn(async move {
+            tokio::time::timeout(
+                Duration::from_millis(150),
+                probe(&rt, &s, json!({"i": 14, "ms": 0}), Duration::from_secs(5)),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let last = spawn_probe(json!({"i": 15, "ms": 0}), Duration::from_secs(10));
+    assert_eq!(short.await.unwrap().unwrap().result, json!(12));
+    assert!(gave_up.await.unwrap().is_err());
+    assert_eq!(slow.await.unwrap().unwrap().result, json!(13));
+    let out = last.await.unwrap().unwrap();
+    assert_eq!(
+        (out.result, out.logs),
+        (
+            json!(15),
+            vec!["start 15".to_string(), "end 15".to_string()]
+        )
+    );
+    for i in 16..19 {
+        let out = probe(&rt, &s, json!({"i": i, "ms": 0}), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(out.result, json!(i));
+        assert_eq!(out.logs, vec![format!("start {i}"), format!("end {i}")]);
+    }
 }
