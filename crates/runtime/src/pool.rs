@@ -385,30 +385,43 @@ struct Inner {
     holders_changed: Notify,
     next_id: AtomicU64,
     language: &'static str,
-    gauges: WorkerGauges,
+    handles: PoolMetrics,
 }
 
-/// The pool's `lambda_runtime_workers` gauges, registered once: a lookup by
-/// name and labels hashes them and probes the registry, and `publish` runs
-/// under the pool lock on every check-out and check-in.
-struct WorkerGauges {
+/// The pool's `lambda_runtime_workers` gauges and its per-execute
+/// histograms, registered once: a lookup by name and labels hashes them and
+/// probes the registry (about 1% of the service's CPU under load for the
+/// two histograms), and `publish` runs under the pool lock on every
+/// check-out and check-in.
+struct PoolMetrics {
     blank: metrics::Gauge,
     idle: metrics::Gauge,
     busy: metrics::Gauge,
     starting: metrics::Gauge,
+    queue_wait: metrics::Histogram,
+    /// `lambda_runtime_execution_duration_seconds` for the two outcomes
+    /// that keep the worker; a kill's reason labels its own, rarely.
+    executed_ok: metrics::Histogram,
+    executed_error: metrics::Histogram,
 }
 
-impl WorkerGauges {
-    fn register(language: &'static str) -> WorkerGauges {
+impl PoolMetrics {
+    fn register(language: &'static str) -> PoolMetrics {
         let gauge = |state: &'static str| metrics::gauge!("lambda_runtime_workers", "language" => language, "state" => state);
-        WorkerGauges {
+        let executed = |outcome: &'static str| metrics::histogram!(EXECUTION_DURATION, "language" => language, "outcome" => outcome);
+        PoolMetrics {
             blank: gauge("blank"),
             idle: gauge("idle"),
             busy: gauge("busy"),
             starting: gauge("starting"),
+            queue_wait: metrics::histogram!("lambda_runtime_queue_wait_seconds", "language" => language),
+            executed_ok: executed("ok"),
+            executed_error: executed("error"),
         }
     }
 }
+
+const EXECUTION_DURATION: &str = "lambda_runtime_execution_duration_seconds";
 
 /// A worker pool for one language. Cheap to clone.
 #[derive(Clone)]
@@ -568,10 +581,10 @@ impl Inner {
         let n_blank = state.blank.len();
         let n_idle = state.n_idle();
         let n_starting = state.n_live.saturating_sub(n_blank + n_idle + state.n_busy);
-        self.gauges.blank.set(n_blank as f64);
-        self.gauges.idle.set(n_idle as f64);
-        self.gauges.busy.set(state.n_busy as f64);
-        self.gauges.starting.set(n_starting as f64);
+        self.handles.blank.set(n_blank as f64);
+        self.handles.idle.set(n_idle as f64);
+        self.handles.busy.set(state.n_busy as f64);
+        self.handles.starting.set(n_starting as f64);
     }
 
     fn set_info(state: &mut State, worker: &Worker, worker_state: WorkerState) {
@@ -1326,7 +1339,8 @@ impl Inner {
     }
 
     fn record_wait(&self, started: Instant) {
-        metrics::histogram!("lambda_runtime_queue_wait_seconds", "language" => self.language)
+        self.handles
+            .queue_wait
             .record(started.elapsed().as_secs_f64());
     }
 }
@@ -1477,7 +1491,7 @@ impl WorkerPool {
             holders_changed: Notify::new(),
             next_id: AtomicU64::new(1),
             language,
-            gauges: WorkerGauges::register(language),
+            handles: PoolMetrics::register(language),
         });
         inner.replenish();
         WorkerPool { inner }
@@ -1509,23 +1523,27 @@ impl WorkerPool {
             .await?;
         let started = Instant::now();
         let outcome = exchange(&mut lease, &request, limits, &self.inner).await;
-        let (result, outcome_label) = match outcome {
+        let handles = &self.inner.handles;
+        match outcome {
             Exchange::Keep(result) => {
                 lease.checkin();
-                let label = if result.is_ok() { "ok" } else { "error" };
-                (result, label)
+                let histogram = match result {
+                    Ok(_) => &handles.executed_ok,
+                    Err(_) => &handles.executed_error,
+                };
+                histogram.record(started.elapsed().as_secs_f64());
+                result
             }
             Exchange::Kill(error, reason) => {
                 lease.kill(reason);
-                (Err(error), reason)
+                metrics::histogram!(
+                    EXECUTION_DURATION,
+                    "language" => self.inner.language, "outcome" => reason
+                )
+                .record(started.elapsed().as_secs_f64());
+                Err(error)
             }
-        };
-        metrics::histogram!(
-            "lambda_runtime_execution_duration_seconds",
-            "language" => self.inner.language, "outcome" => outcome_label
-        )
-        .record(started.elapsed().as_secs_f64());
-        result
+        }
     }
 
     /// Kills the idle workers of `worker_key`; a busy one is killed when it

@@ -178,15 +178,26 @@ async fn token_failures_are_401_and_scopes_403() {
 
     // Health and metrics need no token.
     assert_eq!(api.get("/health").await.status, 200);
-    assert_eq!(
-        api.client
-            .get(format!("{}/metrics", api.base_url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let metrics = api
+        .client
+        .get(format!("{}/metrics", api.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    // The pool's handles, registered when it was built, record alice's
+    // executes.
+    let text = metrics.text().await.unwrap();
+    for series in [
+        r#"lambda_runtime_execution_duration_seconds_count{language="nodejs",outcome="ok"}"#,
+        r#"lambda_runtime_queue_wait_seconds_count{language="nodejs"}"#,
+    ] {
+        let count = text
+            .lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|rest| rest.trim().parse::<f64>().ok());
+        assert!(count.is_some_and(|n| n >= 1.0), "{series} in {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
