@@ -500,7 +500,55 @@ pub async fn assert_queued_executes_keep_their_own_results_and_logs(language: La
         assert_eq!(out.result, json!(i));
         assert_eq!(out.logs, vec![format!("start {i}"), format!("end {i}")]);
     }
-    assert_eq!(rt.pool().unwrap().worker_pids(&s.worker_key).len(), 1);
+    let pids = rt.pool().unwrap().worker_pids(&s.worker_key);
+    assert_eq!(pids.len(), 1);
+    // The sandbox and everything in it (the interpreter included) run as
+    // SCHED_BATCH, so a worker woken by a frame does not preempt the
+    // service.
+    let tree = process_tree(pids[0]);
+    assert!(tree.len() >= 2, "{tree:?}");
+    for pid in tree {
+        assert_eq!(
+            scheduling_policy(pid),
+            Some(SCHED_BATCH),
+            "pid {pid} of {pids:?}"
+        );
+    }
+}
+
+const SCHED_BATCH: u32 = 3;
+
+/// `pid` and its descendants, from `/proc/<pid>/task/<tid>/children`.
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut tree = vec![pid];
+    let mut next = 0;
+    while next < tree.len() {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", tree[next]))
+            .map(|dir| dir.flatten().collect::<Vec<_>>())
+            .unwrap_or_default();
+        for task in tasks {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            tree.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|child| child.parse::<u32>().ok()),
+            );
+        }
+        next += 1;
+    }
+    tree
+}
+
+/// Field 41 of `/proc/<pid>/stat`, counted after the command name (which
+/// may hold spaces) ends with its `)`.
+fn scheduling_policy(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    fields
+        .split_whitespace()
+        .nth(41 - 3)
+        .and_then(|policy| policy.parse().ok())
 }
 
 /// A request whose frame was written ahead into a worker that then times
