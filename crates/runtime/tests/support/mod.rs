@@ -516,6 +516,22 @@ pub async fn assert_queued_executes_keep_their_own_results_and_logs(language: La
     }
 }
 
+/// Executes `i` of `range` one after another: each gets its own answer,
+/// never one left in the worker's pipe for a request that gave up.
+async fn assert_next_get_their_own_answers(
+    rt: &Arc<PooledRuntime>,
+    s: &Script,
+    range: std::ops::Range<i32>,
+) {
+    for i in range {
+        let out = probe(rt, s, json!({"i": i, "ms": 0}), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(out.result, json!(i));
+        assert_eq!(out.logs, vec![format!("start {i}"), format!("end {i}")]);
+    }
+}
+
 const SCHED_BATCH: u32 = 3;
 
 /// `pid` and its descendants, from `/proc/<pid>/task/<tid>/children`.
@@ -600,13 +616,7 @@ pub async fn assert_written_ahead_requests_survive_their_worker(language: Langua
         (json!(3), vec!["start 3".to_string(), "end 3".to_string()])
     );
     // Whoever comes next gets its own answer, never D's.
-    for i in 5..8 {
-        let out = probe(&rt, &s, json!({"i": i, "ms": 0}), Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(out.result, json!(i));
-        assert_eq!(out.logs, vec![format!("start {i}"), format!("end {i}")]);
-    }
+    assert_next_get_their_own_answers(&rt, &s, 5..8).await;
 
     // Two deep: requests queued while a short execute runs are written
     // ahead behind the next one when it starts. F spins until its timeout
@@ -666,11 +676,5 @@ pub async fn assert_written_ahead_requests_survive_their_worker(language: Langua
             vec!["start 15".to_string(), "end 15".to_string()]
         )
     );
-    for i in 16..19 {
-        let out = probe(&rt, &s, json!({"i": i, "ms": 0}), Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(out.result, json!(i));
-        assert_eq!(out.logs, vec![format!("start {i}"), format!("end {i}")]);
-    }
+    assert_next_get_their_own_answers(&rt, &s, 16..19).await;
 }
