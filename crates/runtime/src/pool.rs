@@ -478,7 +478,8 @@ const WRITE_AHEAD_MAX_EXCHANGE: Duration = Duration::from_millis(20);
 /// at 32 connections: it read the frame written ahead as it answered, and
 /// finished that execute before the service had read the answer, passed
 /// the worker on and written the next frame. With two it slept before
-/// 70 to 75% (Python 16.7k to 19.2k req/s in that measurement).
+/// 70 to 75% (Python 16.7k to 19.2k req/s in that measurement), and about
+/// 41% once workers ran as `SCHED_BATCH` (see `sandbox`).
 const WRITE_AHEAD_DEPTH: usize = 2;
 
 /// A worker taken out of the pool for one request. Dropping it without
