@@ -613,7 +613,7 @@ pub fn spawn_as(
             // but a worker woken by the frame the service just wrote no
             // longer preempts the service thread that wrote it. Under
             // Node.js load at 32 connections that preemption was 10% of
-            // the service's CPU; with it gone workers slept before 42%
+            // the service's CPU; with it gone workers slept before 41%
             // of executes instead of 70% (bench/README.md). An error
             // leaves the default policy, which only costs speed.
             let batch = libc::sched_param { sched_priority: 0 };
