@@ -149,10 +149,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(system::metrics))
         .route("/api/v1/openapi.json", get(system::openapi))
         .fallback(gate::not_found)
-        .layer(middleware::from_fn_with_state(
-            std::sync::Arc::new(http_metrics::HttpMetrics::default()),
-            http_metrics::track_http,
-        ));
+        .layer(http_metrics::HttpMetricsLayer::default());
     let app = match cors(&state.config.cors_allowed_origins) {
         Some(cors) => app.layer(cors),
         None => app,
