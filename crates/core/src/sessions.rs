@@ -90,7 +90,50 @@ pub struct Sessions {
     results: ResultCache,
     batcher: LogBatcher,
     config: Arc<Config>,
+    metrics: ExecutionMetrics,
 }
+
+/// Each language's `lambda_executions_total{outcome="ok"}` and
+/// `lambda_execution_duration_seconds`, registered once. The macros build
+/// the labelled key and look it up in the recorder on every call: two
+/// allocations and two registry lookups per execute. Failed outcomes are
+/// labelled by their code and rare, so they still go through the macro.
+/// Registered when `Sessions` is built, which is after the recorder is
+/// installed (as the worker pools' metrics are).
+struct ExecutionMetrics {
+    /// In `Language::ALL` order.
+    by_language: [(metrics::Counter, metrics::Histogram); Language::ALL.len()],
+}
+
+impl ExecutionMetrics {
+    fn register() -> Self {
+        ExecutionMetrics {
+            by_language: Language::ALL.map(|language| {
+                (
+                    metrics::counter!(EXECUTIONS, "language" => language.as_str(), "outcome" => "ok"),
+                    metrics::histogram!(EXECUTION_DURATION, "language" => language.as_str()),
+                )
+            }),
+        }
+    }
+
+    fn record(&self, language: Language, outcome: &'static str, seconds: f64) {
+        let Some(index) = Language::ALL.iter().position(|known| *known == language) else {
+            return;
+        };
+        let (ok, duration) = &self.by_language[index];
+        if outcome == "ok" {
+            ok.increment(1);
+        } else {
+            metrics::counter!(EXECUTIONS, "language" => language.as_str(), "outcome" => outcome)
+                .increment(1);
+        }
+        duration.record(seconds);
+    }
+}
+
+const EXECUTIONS: &str = "lambda_executions_total";
+const EXECUTION_DURATION: &str = "lambda_execution_duration_seconds";
 
 /// Text a script must be, whatever its language.
 pub(crate) fn check_script_text(source: &str) -> Result<()> {
@@ -132,6 +175,7 @@ impl Sessions {
             parser,
             batcher,
             config,
+            metrics: ExecutionMetrics::register(),
         }
     }
 
@@ -627,10 +671,11 @@ impl Sessions {
             Ok(_) => "ok",
             Err(error) => Error::Runtime(error.clone()).code(),
         };
-        metrics::counter!("lambda_executions_total", "language" => session.language.as_str(), "outcome" => outcome_label)
-            .increment(1);
-        metrics::histogram!("lambda_execution_duration_seconds", "language" => session.language.as_str())
-            .record(run_started.elapsed().as_secs_f64());
+        self.metrics.record(
+            session.language,
+            outcome_label,
+            run_started.elapsed().as_secs_f64(),
+        );
         // An execution that ran counts, whatever its outcome.
         self.count_execution(&session, now).await?;
         let Output { result, logs } = outcome?;
