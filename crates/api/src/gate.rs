@@ -70,11 +70,15 @@ fn route_class(method: &Method, route: &str) -> RouteClass {
 pub async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let gate = state.gate.clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_string())
-        .unwrap_or_else(|| request.uri().path().to_string());
+    // `MatchedPath` is shared, not copied. The gate is a route layer, so a
+    // request here has matched a route; the path is only a fallback.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let unmatched = matched.is_none().then(|| request.uri().path().to_string());
+    let route = matched
+        .as_ref()
+        .map(MatchedPath::as_str)
+        .or(unmatched.as_deref())
+        .unwrap_or_default();
     let method = request.method().clone();
     let peer = request
         .extensions()
@@ -124,7 +128,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         }
         Ok(principal) => {
             subject = (!principal.is_anonymous()).then(|| principal.subject.clone());
-            let class = route_class(&method, &route);
+            let class = route_class(&method, route);
             let decision = gate.rate_limiter.check(
                 class,
                 &RateKey::for_request(&principal, client),
@@ -165,7 +169,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     };
 
     if let Some(log) = request_log(
-        &route,
+        route,
         client,
         subject,
         headers.as_ref(),

@@ -19,7 +19,7 @@ pub mod scripts;
 mod session_cache;
 pub mod sessions;
 
-pub use caller::Caller;
+pub use caller::{Caller, LanguageSet};
 pub use config::{Config, ConfigError, LogFormat};
 pub use error::{Error, Result};
 pub use language_title::{LanguageTitle, LanguageTitleParser};
