@@ -1,13 +1,17 @@
 //! What every `/api/v1` request passes through: authentication, the rate
-//! limit, then, after the handler, the request log. One middleware, because
-//! the log needs the caller the authentication found.
+//! limit, then, after the handler, the request log. One layer, because the
+//! log needs the caller the authentication found.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{header, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use lambda_access::{
@@ -18,6 +22,7 @@ use lambda_core::{Caller, LogBatcher};
 use lambda_runtime::Language;
 use lambda_store::{ErrorLog, RequestLog};
 use serde_json::{json, Value};
+use tower::{Layer, Service};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorInfo};
@@ -67,118 +72,205 @@ fn route_class(method: &Method, route: &str) -> RouteClass {
     }
 }
 
-pub async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let gate = state.gate.clone();
-    // `MatchedPath` is shared, not copied. The gate is a route layer, so a
-    // request here has matched a route; the path is only a fallback.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let unmatched = matched.is_none().then(|| request.uri().path().to_string());
-    let route = matched
-        .as_ref()
-        .map(MatchedPath::as_str)
-        .or(unmatched.as_deref())
-        .unwrap_or_default();
-    let method = request.method().clone();
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0)
-        .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
-    let forwarded = request
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|value| value.to_str().ok());
-    let client = client_ip(peer, forwarded, &gate.trusted_proxies);
-    // Headers are kept (masked) only for requests that end in an error:
-    // copying them for every execute cost more than the execute's own log row.
-    let headers = gate
-        .batcher
-        .logs_requests()
-        .then(|| request.headers().clone());
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|value| value.to_str().map_err(|_| ()));
+/// The gate as a tower layer over every `/api/v1` route. Not
+/// `middleware::from_fn`: that costs every request a clone of the inner
+/// service, a boxed `Next` and the state extracted from a split request.
+/// Here authentication and the rate limit run synchronously in `call`, and
+/// only the part that awaits (the handler, the request log) is boxed.
+#[derive(Clone)]
+pub(crate) struct GateLayer {
+    state: AppState,
+}
 
-    let principal = match authorization {
-        Some(Err(())) => Err(ApiError::unauthorized(
-            "the Authorization header is not valid text",
-        )),
-        Some(Ok(value)) => gate.authenticator.verify(Some(value)).map_err(|error| {
-            ApiError::unauthorized(error.message())
-                .with_header(header::WWW_AUTHENTICATE, error.www_authenticate())
-        }),
-        None => gate.authenticator.verify(None).map_err(|error| {
-            ApiError::unauthorized(error.message())
-                .with_header(header::WWW_AUTHENTICATE, error.www_authenticate())
-        }),
-    };
+impl GateLayer {
+    pub(crate) fn new(state: AppState) -> Self {
+        GateLayer { state }
+    }
+}
 
-    let mut subject = None;
-    let mut response = match principal {
-        Err(error) => {
-            let drained = drain_small_body(request).await;
-            let response = error.into_response();
-            if drained {
-                response
-            } else {
-                close_connection(response)
-            }
+impl<S> Layer<S> for GateLayer {
+    type Service = GateService<S>;
+
+    fn layer(&self, inner: S) -> GateService<S> {
+        GateService {
+            inner,
+            state: self.state.clone(),
         }
-        Ok(principal) => {
-            subject = (!principal.is_anonymous()).then(|| principal.subject.clone());
-            let class = route_class(&method, route);
-            let decision = gate.rate_limiter.check(
-                class,
-                &RateKey::for_request(&principal, client),
-                Instant::now(),
-            );
-            if decision.allowed {
-                let mut response = match declared_oversize(&request, &state) {
-                    Some(refused) => refused,
-                    None => {
-                        request
-                            .extensions_mut()
-                            .insert(caller_for(&principal, gate.authenticator.is_enabled()));
-                        next.run(request).await
-                    }
-                };
-                decision.apply_headers(response.headers_mut());
-                response
-            } else {
-                let drained = drain_small_body(request).await;
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct GateService<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Service<Request> for GateService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let gate = &self.state.gate;
+        // `MatchedPath` is shared, not copied. The gate is a route layer, so
+        // a request here has matched a route; the path is only a fallback.
+        let matched = request.extensions().get::<MatchedPath>().cloned();
+        let unmatched = matched.is_none().then(|| request.uri().path().to_string());
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0)
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let forwarded = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok());
+        let client = client_ip(peer, forwarded, &gate.trusted_proxies);
+        // Headers are kept (masked) only for requests that end in an error:
+        // copying them for every execute cost more than the execute's own
+        // log row.
+        let headers = gate
+            .batcher
+            .logs_requests()
+            .then(|| request.headers().clone());
+        let mut log = PendingLog {
+            gate: Arc::clone(gate),
+            matched,
+            unmatched,
+            client,
+            subject: None,
+            headers,
+            started,
+        };
+
+        let principal = match request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|value| value.to_str())
+        {
+            Some(Err(_)) => Err(ApiError::unauthorized(
+                "the Authorization header is not valid text",
+            )),
+            Some(Ok(value)) => verify(&gate.authenticator, Some(value)),
+            None => verify(&gate.authenticator, None),
+        };
+        let principal = match principal {
+            Ok(principal) => principal,
+            Err(error) => {
+                return Box::pin(async move {
+                    let response = refuse(request, error.into_response()).await;
+                    Ok(log.finish(response).await)
+                })
+            }
+        };
+
+        log.subject = (!principal.is_anonymous()).then(|| principal.subject.clone());
+        let decision = gate.rate_limiter.check(
+            route_class(request.method(), log.route()),
+            &RateKey::for_request(&principal, client),
+            Instant::now(),
+        );
+        if !decision.allowed {
+            return Box::pin(async move {
                 let retry_after = decision
                     .retry_after
                     .map(|wait| wait.as_secs().max(1))
                     .unwrap_or(1);
-                let mut response = ApiError::new(
+                let mut refused = ApiError::new(
                     axum::http::StatusCode::TOO_MANY_REQUESTS,
                     "RATE_LIMITED",
                     format!("rate limit exceeded; retry after {retry_after} s"),
                 )
                 .into_response();
-                decision.apply_headers(response.headers_mut());
-                if drained {
-                    response
-                } else {
-                    close_connection(response)
-                }
-            }
+                decision.apply_headers(refused.headers_mut());
+                let response = refuse(request, refused).await;
+                Ok(log.finish(response).await)
+            });
         }
-    };
-
-    if let Some(log) = request_log(
-        route,
-        client,
-        subject,
-        headers.as_ref(),
-        started,
-        &mut response,
-    ) {
-        gate.batcher.log_request(log).await;
+        if let Some(mut refused) = declared_oversize(&request, &self.state) {
+            decision.apply_headers(refused.headers_mut());
+            return Box::pin(async move { Ok(log.finish(refused).await) });
+        }
+        request
+            .extensions_mut()
+            .insert(caller_for(&principal, gate.authenticator.is_enabled()));
+        let handled = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = match handled.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            decision.apply_headers(response.headers_mut());
+            Ok(log.finish(response).await)
+        })
     }
-    response
+}
+
+fn verify(
+    authenticator: &lambda_access::Authenticator,
+    authorization: Option<&str>,
+) -> Result<Principal, ApiError> {
+    authenticator.verify(authorization).map_err(|error| {
+        ApiError::unauthorized(error.message())
+            .with_header(header::WWW_AUTHENTICATE, error.www_authenticate())
+    })
+}
+
+/// A refused request's answer: its small body is read first so that the
+/// client's keep-alive connection stays usable, or else the connection is
+/// marked as ending with this answer.
+async fn refuse(request: Request, response: Response) -> Response {
+    if drain_small_body(request).await {
+        response
+    } else {
+        close_connection(response)
+    }
+}
+
+/// What the request log row needs from the request, kept until the answer.
+struct PendingLog {
+    gate: Arc<Gate>,
+    matched: Option<MatchedPath>,
+    unmatched: Option<String>,
+    client: IpAddr,
+    subject: Option<String>,
+    headers: Option<axum::http::HeaderMap>,
+    started: Instant,
+}
+
+impl PendingLog {
+    fn route(&self) -> &str {
+        self.matched
+            .as_ref()
+            .map(MatchedPath::as_str)
+            .or(self.unmatched.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// Queues the row (if this request gets one) and hands the answer back.
+    async fn finish(mut self, mut response: Response) -> Response {
+        let subject = self.subject.take();
+        if let Some(row) = request_log(
+            self.route(),
+            self.client,
+            subject,
+            self.headers.as_ref(),
+            self.started,
+            &mut response,
+        ) {
+            self.gate.batcher.log_request(row).await;
+        }
+        response
+    }
 }
 
 /// A declared `Content-Length` over the route's limit is refused before any

@@ -10,7 +10,7 @@
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::routing::{get, post};
-use axum::{middleware, Router};
+use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::OpenApi;
 
@@ -142,7 +142,7 @@ pub fn app(state: AppState) -> Router {
         )
         // The gate (auth, rate limit, declared body size, log) sees every
         // request to these routes.
-        .route_layer(middleware::from_fn_with_state(state.clone(), gate::gate));
+        .route_layer(gate::GateLayer::new(state.clone()));
     let app = Router::new()
         .merge(api)
         .route("/health", get(system::health))
