@@ -152,16 +152,19 @@ where
             started,
         };
 
-        let principal = match request
+        let authorization = request
             .headers()
             .get(header::AUTHORIZATION)
             .map(|value| value.to_str())
-        {
-            Some(Err(_)) => Err(ApiError::unauthorized(
+            .transpose();
+        let principal = match authorization {
+            Err(_) => Err(ApiError::unauthorized(
                 "the Authorization header is not valid text",
             )),
-            Some(Ok(value)) => verify(&gate.authenticator, Some(value)),
-            None => verify(&gate.authenticator, None),
+            Ok(authorization) => gate.authenticator.verify(authorization).map_err(|error| {
+                ApiError::unauthorized(error.message())
+                    .with_header(header::WWW_AUTHENTICATE, error.www_authenticate())
+            }),
         };
         let principal = match principal {
             Ok(principal) => principal,
@@ -213,16 +216,6 @@ where
             Ok(log.finish(response).await)
         })
     }
-}
-
-fn verify(
-    authenticator: &lambda_access::Authenticator,
-    authorization: Option<&str>,
-) -> Result<Principal, ApiError> {
-    authenticator.verify(authorization).map_err(|error| {
-        ApiError::unauthorized(error.message())
-            .with_header(header::WWW_AUTHENTICATE, error.www_authenticate())
-    })
 }
 
 /// A refused request's answer: its small body is read first so that the

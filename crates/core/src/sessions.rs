@@ -117,16 +117,18 @@ impl ExecutionMetrics {
         }
     }
 
-    fn record(&self, language: Language, outcome: &'static str, seconds: f64) {
+    /// `failure` is the error code an execution failed with; `None` is `ok`.
+    fn record(&self, language: Language, failure: Option<&'static str>, seconds: f64) {
         let Some(index) = Language::ALL.iter().position(|known| *known == language) else {
             return;
         };
         let (ok, duration) = &self.by_language[index];
-        if outcome == "ok" {
-            ok.increment(1);
-        } else {
-            metrics::counter!(EXECUTIONS, "language" => language.as_str(), "outcome" => outcome)
-                .increment(1);
+        match failure {
+            None => ok.increment(1),
+            Some(code) => {
+                metrics::counter!(EXECUTIONS, "language" => language.as_str(), "outcome" => code)
+                    .increment(1);
+            }
         }
         duration.record(seconds);
     }
@@ -667,13 +669,13 @@ impl Sessions {
         };
         let run_started = Instant::now();
         let outcome = runtime.execute(&session.script, &event, &limits).await;
-        let outcome_label = match &outcome {
-            Ok(_) => "ok",
-            Err(error) => Error::Runtime(error.clone()).code(),
-        };
+        let failure = outcome
+            .as_ref()
+            .err()
+            .map(|error| Error::Runtime(error.clone()).code());
         self.metrics.record(
             session.language,
-            outcome_label,
+            failure,
             run_started.elapsed().as_secs_f64(),
         );
         // An execution that ran counts, whatever its outcome.
