@@ -48,7 +48,7 @@ fn bars(report: &Report) -> (usize, Vec<Bar>) {
     } else {
         1
     };
-    let mut bars: Vec<Bar> = report
+    let bars: Vec<Bar> = report
         .measurements
         .rows
         .iter()
@@ -70,6 +70,18 @@ fn bars(report: &Report) -> (usize, Vec<Bar>) {
             baseline: row.language == "baseline",
         })
         .collect();
+    // The baseline runs between the others: one bar, their mean.
+    let (baselines, mut bars): (Vec<Bar>, Vec<Bar>) =
+        bars.into_iter().partition(|bar| bar.baseline);
+    if !baselines.is_empty() {
+        let n = baselines.len() as f64;
+        bars.push(Bar {
+            label: "baseline".into(),
+            throughput: baselines.iter().map(|bar| bar.throughput).sum::<f64>() / n,
+            p99_ms: baselines.iter().map(|bar| bar.p99_ms).sum::<f64>() / n,
+            baseline: true,
+        });
+    }
     // The baseline first, then the ceiling, then the languages.
     bars.sort_by_key(|bar| (!bar.baseline, bar.label != CACHE_HIT_LABEL));
     (level, bars)

@@ -193,7 +193,7 @@ impl Plan {
 }
 
 /// One load-generator run with the target's resource figures.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LoadRow {
     pub scenario: String,
     pub subject: String,
@@ -220,6 +220,10 @@ pub struct LoadRow {
     /// RSS over time: (seconds since the run started, target RSS, worker RSS).
     #[serde(default)]
     pub rss_timeline: Vec<(f64, u64, u64)>,
+    /// When the load generator started, in seconds since the run started:
+    /// the report compares a row with the baseline runs next to it in time.
+    #[serde(default)]
+    pub started_s: f64,
 }
 
 /// Initialize followed at once by the first execute.
@@ -675,7 +679,6 @@ impl Harness {
         let postgres_before = procfs::cpu_seconds_of_command("postgres");
         let (machine_busy_before, _) = procfs::machine_cpu_seconds();
         let wall_started = Instant::now();
-        let measure_from = Duration::from_millis(spec.warmup_ms);
 
         let stop = Arc::new(AtomicBool::new(false));
         let peaks = Arc::new(Mutex::new((0u64, 0usize, Vec::<(f64, u64, u64)>::new())));
@@ -726,18 +729,13 @@ impl Harness {
         }
         let load: LoadResult =
             serde_json::from_slice(&output.stdout).context("bad load generator output")?;
-        let wall = wall_started
-            .elapsed()
-            .saturating_sub(Duration::ZERO)
-            .as_secs_f64()
-            .max(0.001);
+        let wall = wall_started.elapsed().as_secs_f64().max(0.001);
         let cpu_after = procfs::cpu_seconds(target).unwrap_or(cpu_before);
         let workers_after = procfs::sample_descendants(target);
         let postgres_after = procfs::cpu_seconds_of_command("postgres");
         let (machine_busy_after, _) = procfs::machine_cpu_seconds();
         let (peak_worker_rss, peak_workers, timeline) =
             peaks.lock().map(|p| p.clone()).unwrap_or_default();
-        let _ = measure_from;
         let loadgen_cpu_cores = load.cpu_seconds / wall;
         let row = LoadRow {
             scenario: scenario.into(),
@@ -757,6 +755,7 @@ impl Harness {
             peak_worker_rss_bytes: peak_worker_rss,
             peak_workers,
             rss_timeline: timeline,
+            started_s: wall_started.duration_since(self.started).as_secs_f64(),
         };
         eprintln!(
             "  {:<28} {:<24} c={:<5} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
@@ -803,27 +802,19 @@ impl Harness {
         }
     }
 
-    /// Warm execute: the baseline, the trivial handler per language and
-    /// the seeded functions, at every connection level.
+    /// Warm execute: the trivial handler per language at every level, with
+    /// the baseline run next to them. The machine's speed drifts within a
+    /// run, so the baseline runs before and after each level's languages,
+    /// and at the middle level (where the targets are) between every two
+    /// runs: the report compares each row with the baseline runs just
+    /// before and after it.
     pub async fn warm_execute(&mut self, levels: &[usize]) {
+        let middle = self.middle_level();
         for &connections in levels {
-            let baseline = RequestTemplate {
-                method: "POST".into(),
-                path: "/api/v1/execute/baseline".into(),
-                headers: Vec::new(),
-                body: ADD_BODY.into(),
-            };
-            let mut spec = self.spec(self.baseline_addr, vec![baseline], connections);
-            spec.expect_body_contains = Some(ADD_EXPECT.into());
-            self.record(
-                "warm execute",
-                "baseline (in-process axum)",
-                "baseline",
-                spec,
-            )
-            .await;
+            self.baseline_run(connections).await;
             let sessions = self.measurements.runtimes.sessions.clone();
-            for (language, session) in &sessions {
+            let last = sessions.len().saturating_sub(1);
+            for (index, (language, session)) in sessions.iter().enumerate() {
                 let mut spec = self.spec(
                     self.service_addr,
                     vec![self.service_execute(session, ADD_BODY)],
@@ -832,8 +823,30 @@ impl Harness {
                 spec.expect_body_contains = Some(ADD_EXPECT.into());
                 self.record("warm execute", &format!("{language}-add"), language, spec)
                     .await;
+                if connections == middle || index == last {
+                    self.baseline_run(connections).await;
+                }
             }
         }
+    }
+
+    /// One run of the in-process baseline.
+    async fn baseline_run(&mut self, connections: usize) {
+        let baseline = RequestTemplate {
+            method: "POST".into(),
+            path: "/api/v1/execute/baseline".into(),
+            headers: Vec::new(),
+            body: ADD_BODY.into(),
+        };
+        let mut spec = self.spec(self.baseline_addr, vec![baseline], connections);
+        spec.expect_body_contains = Some(ADD_EXPECT.into());
+        self.record(
+            "warm execute",
+            "baseline (in-process axum)",
+            "baseline",
+            spec,
+        )
+        .await;
     }
 
     /// The seeded functions at the middle level (32 in full mode).
@@ -886,6 +899,8 @@ impl Harness {
             spec,
         )
         .await;
+        // The ceiling is a target row too: a baseline run after it as well.
+        self.baseline_run(level).await;
     }
 
     /// Initialize per language, one connection: the same script again (the

@@ -2,7 +2,6 @@
 //! figure absolute and as a ratio to the baseline of the same run, and the
 //! issue's targets as pass/fail columns (targets, not gates).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -92,26 +91,66 @@ fn verdict(pass: Option<bool>) -> &'static str {
     }
 }
 
-fn baselines(measurements: &Measurements) -> BTreeMap<usize, &LoadRow> {
-    measurements
+/// What a row is compared with: the baseline runs at its connection count
+/// (else the nearest count that has any) just before and just after it in
+/// time, averaged. The machine's speed drifts within a run, and a baseline
+/// run next to a row saw the machine as the row did. A baseline row is its
+/// own reference.
+#[derive(Debug, Clone)]
+struct Reference {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_cores: f64,
+    peak_rss_bytes: f64,
+    /// The baseline runs averaged (one or two).
+    runs: Vec<f64>,
+}
+
+impl Reference {
+    fn of(rows: &[&LoadRow]) -> Option<Reference> {
+        let n = rows.len() as f64;
+        let mean = |value: fn(&LoadRow) -> f64| rows.iter().map(|row| value(row)).sum::<f64>() / n;
+        (!rows.is_empty()).then(|| Reference {
+            rps: mean(|row| row.load.rps),
+            p50_us: mean(|row| row.load.latency.p50_us as f64),
+            p99_us: mean(|row| row.load.latency.p99_us as f64),
+            cpu_cores: mean(|row| row.cpu_cores),
+            peak_rss_bytes: mean(|row| row.peak_rss_bytes as f64),
+            runs: rows.iter().map(|row| row.load.rps).collect(),
+        })
+    }
+}
+
+/// The baseline runs of a run, in the order they ran.
+fn baseline_runs(measurements: &Measurements) -> Vec<&LoadRow> {
+    let mut runs: Vec<&LoadRow> = measurements
         .rows
         .iter()
         .filter(|row| row.language == "baseline")
-        .map(|row| (row.connections, row))
-        .collect()
+        .collect();
+    runs.sort_by(|a, b| a.started_s.total_cmp(&b.started_s));
+    runs
 }
 
-/// The baseline for a connection count: the same one, else the nearest.
-fn baseline_for<'a>(
-    baselines: &BTreeMap<usize, &'a LoadRow>,
-    connections: usize,
-) -> Option<&'a LoadRow> {
-    baselines.get(&connections).copied().or_else(|| {
-        baselines
-            .iter()
-            .min_by_key(|(level, _)| level.abs_diff(connections))
-            .map(|(_, row)| *row)
-    })
+fn reference_for(baselines: &[&LoadRow], row: &LoadRow) -> Option<Reference> {
+    if row.language == "baseline" {
+        return Reference::of(&[row]);
+    }
+    let level = baselines
+        .iter()
+        .map(|base| base.connections)
+        .min_by_key(|level| level.abs_diff(row.connections))?;
+    let at_level = baselines.iter().filter(|base| base.connections == level);
+    // Results written before rows had a start time have 0 everywhere (and
+    // one baseline run per level): the last one "before" is then that run.
+    let before = at_level
+        .clone()
+        .rev()
+        .find(|base| base.started_s <= row.started_s);
+    let after = at_level.clone().find(|base| base.started_s > row.started_s);
+    let around: Vec<&LoadRow> = before.into_iter().chain(after).copied().collect();
+    Reference::of(&around)
 }
 
 fn soak_verdict(measurements: &Measurements, plan: &Plan) -> Option<SoakVerdict> {
@@ -186,11 +225,15 @@ fn median(values: &[f64]) -> Option<f64> {
     Some(sorted[sorted.len() / 2])
 }
 
-/// "N req/s = X% of B": a throughput against the baseline's.
-fn share_of_baseline(rps: f64, base: Option<&LoadRow>) -> String {
-    let base_rps = base.map(|base| base.load.rps).unwrap_or(0.0);
+/// "N req/s = X% of B": a throughput against the baseline runs next to it.
+fn share_of_baseline(rps: f64, base: Option<&Reference>) -> String {
+    let base_rps = base.map(|base| base.rps).unwrap_or(0.0);
+    let runs = match base.map(|base| base.runs.as_slice()) {
+        Some([before, after]) => format!(" (baseline before and after: {before:.0}, {after:.0})"),
+        _ => String::new(),
+    };
     format!(
-        "{rps:.0} req/s = {:.1}% of {base_rps:.0}",
+        "{rps:.0} req/s = {:.1}% of {base_rps:.0}{runs}",
         ratio(rps, base_rps).unwrap_or(0.0) * 100.0
     )
 }
@@ -205,8 +248,7 @@ fn targets(
     } else {
         plan.levels[0]
     };
-    let bases = baselines(measurements);
-    let base = bases.get(&level).copied();
+    let bases = baseline_runs(measurements);
     let warm = |language: &str| {
         measurements.rows.iter().find(|row| {
             row.scenario == "warm execute" && row.language == language && row.connections == level
@@ -244,7 +286,8 @@ fn targets(
             });
             continue;
         };
-        let share_measured = base.and_then(|base| ratio(row.load.rps, base.load.rps));
+        let base = reference_for(&bases, row);
+        let share_measured = base.as_ref().and_then(|base| ratio(row.load.rps, base.rps));
         checks.push(TargetCheck {
             target: format!(
                 "{language}: throughput >= {:.0}% of baseline{at}",
@@ -252,7 +295,7 @@ fn targets(
             ),
             measured: format!(
                 "{}{}",
-                share_of_baseline(row.load.rps, base),
+                share_of_baseline(row.load.rps, base.as_ref()),
                 ceiling
                     .and_then(|ceiling| ratio(row.load.rps, ceiling.load.rps))
                     .map(|of_ceiling| format!(
@@ -297,7 +340,7 @@ fn targets(
                 "platform ceiling: a result-cache hit (auth, rate limit, session, request log; \
                  no runtime){at}"
             ),
-            measured: share_of_baseline(ceiling.load.rps, base),
+            measured: share_of_baseline(ceiling.load.rps, reference_for(&bases, ceiling).as_ref()),
             pass: None,
         });
     }
@@ -421,13 +464,13 @@ impl Report {
     }
 
     fn load_table(&self, out: &mut String, rows: &[&LoadRow]) {
-        let bases = baselines(&self.measurements);
+        let bases = baseline_runs(&self.measurements);
         out.push_str("| scenario | subject | conns | req/s | ×base | p50 ms | ×base | p90 ms | p99 ms | ×base | max ms | errors | svc CPU (cores) | ×base | workers CPU | postgres CPU | loadgen CPU | machine busy | svc peak RSS MiB | ×base | worker procs | workers RSS MiB |\n");
         out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
         for row in rows {
-            let base = baseline_for(&bases, row.connections);
+            let base = reference_for(&bases, row);
+            let base = base.as_ref();
             let latency = &row.load.latency;
-            let base_latency = base.map(|b| &b.load.latency);
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {:.0} | {} | {:.2} | {} | {:.2} | {:.2} | {} | {:.2} | {} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {:.1} |",
@@ -435,12 +478,12 @@ impl Report {
                 row.subject,
                 row.connections,
                 row.load.rps,
-                fmt_ratio(base.and_then(|b| ratio(row.load.rps, b.load.rps))),
+                fmt_ratio(base.and_then(|b| ratio(row.load.rps, b.rps))),
                 ms(latency.p50_us),
-                fmt_ratio(base_latency.and_then(|b| ratio(latency.p50_us as f64, b.p50_us as f64))),
+                fmt_ratio(base.and_then(|b| ratio(latency.p50_us as f64, b.p50_us))),
                 ms(latency.p90_us),
                 ms(latency.p99_us),
-                fmt_ratio(base_latency.and_then(|b| ratio(latency.p99_us as f64, b.p99_us as f64))),
+                fmt_ratio(base.and_then(|b| ratio(latency.p99_us as f64, b.p99_us))),
                 ms(latency.max_us),
                 row.load.errors,
                 row.cpu_cores,
@@ -450,9 +493,42 @@ impl Report {
                 row.loadgen_cpu_cores,
                 row.machine_cpu_cores,
                 row.peak_rss_bytes as f64 / MIB,
-                fmt_ratio(base.and_then(|b| ratio(row.peak_rss_bytes as f64, b.peak_rss_bytes as f64))),
+                fmt_ratio(base.and_then(|b| ratio(row.peak_rss_bytes as f64, b.peak_rss_bytes))),
                 row.peak_workers,
                 row.peak_worker_rss_bytes as f64 / MIB,
+            );
+        }
+    }
+
+    /// How far the baseline's runs at the targets' connection count were
+    /// apart: how much the machine drifted during the run.
+    fn baseline_spread(&self, out: &mut String) {
+        let runs = baseline_runs(&self.measurements);
+        let Some(level) = runs
+            .iter()
+            .map(|run| run.connections)
+            .find(|&level| level == 32)
+            .or_else(|| runs.iter().map(|run| run.connections).min())
+        else {
+            return;
+        };
+        let rps: Vec<f64> = runs
+            .iter()
+            .filter(|run| run.connections == level)
+            .map(|run| run.load.rps)
+            .collect();
+        let (low, high) = rps
+            .iter()
+            .fold((f64::INFINITY, 0.0_f64), |(low, high), &value| {
+                (low.min(value), high.max(value))
+            });
+        if rps.len() > 1 {
+            let _ = writeln!(
+                out,
+                "\nThe baseline ran {} times at c={level}, between the other runs: {low:.0} to {high:.0} \
+                 req/s ({:.0}% apart). Each share is against the mean of its runs just before and after the row.",
+                rps.len(),
+                ratio(high - low, low).unwrap_or(0.0) * 100.0
             );
         }
     }
@@ -471,8 +547,9 @@ impl Report {
              rate limits raised, default worker pools. Every execute sends `X-Cache-Control: no-cache` (the result cache \
              is bypassed), except in the `{}` row, where the cache answers: the platform's \
              path without a runtime, the ceiling of every language's row. Load: `lambda-bench loadgen`, closed loop over HTTP/1.1 keep-alive on 127.0.0.1, same machine. \
-             `×base` is the ratio to the in-process axum baseline at the same connection count in this run \
-             (throughput: higher is better; latency, CPU, RSS: lower is better).\n",
+             `×base` is the ratio to the in-process axum baseline at the same connection count in this run, \
+             averaged over its runs just before and just after the row (throughput: higher is better; latency, CPU, \
+             RSS: lower is better).\n",
             self.started_at,
             self.machine.cpus,
             self.machine.kernel,
@@ -515,6 +592,7 @@ impl Report {
                 verdict(check.pass)
             );
         }
+        self.baseline_spread(&mut out);
         let sections: [(&str, RowFilter); 4] = [
             ("Warm execute", |row| {
                 row.scenario.starts_with("warm execute")
@@ -662,5 +740,94 @@ impl Report {
         let png = dir.join(format!("{stem}.png"));
         crate::chart::draw(self, &png).with_context(|| format!("cannot draw {}", png.display()))?;
         Ok(vec![markdown, json, png])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(language: &str, connections: usize, started_s: f64, rps: f64) -> LoadRow {
+        let mut row = LoadRow {
+            language: language.into(),
+            connections,
+            started_s,
+            cpu_cores: rps / 100_000.0,
+            ..LoadRow::default()
+        };
+        row.load.rps = rps;
+        row.load.latency.p99_us = (rps / 100.0) as u64;
+        row
+    }
+
+    #[test]
+    fn a_row_is_compared_with_the_baseline_runs_just_before_and_after_it() {
+        let rows = [
+            run("baseline", 32, 0.0, 100_000.0),
+            run("rust", 32, 10.0, 25_000.0),
+            run("baseline", 32, 20.0, 80_000.0),
+            run("wasm", 32, 30.0, 30_000.0),
+            run("baseline", 32, 40.0, 120_000.0),
+            run("baseline", 1, 50.0, 9_000.0),
+        ];
+        let bases: Vec<&LoadRow> = rows
+            .iter()
+            .filter(|row| row.language == "baseline")
+            .collect();
+        let rust = reference_for(&bases, &rows[1]).expect("a reference");
+        assert_eq!(rust.runs, vec![100_000.0, 80_000.0]);
+        assert_eq!(rust.rps, 90_000.0);
+        assert_eq!(rust.p99_us, 900.0);
+        let wasm = reference_for(&bases, &rows[3]).expect("a reference");
+        assert_eq!(wasm.runs, vec![80_000.0, 120_000.0]);
+        assert_eq!(wasm.cpu_cores, 1.0);
+    }
+
+    #[test]
+    fn the_ends_of_a_run_and_other_levels_use_what_there_is() {
+        let rows = [
+            run("baseline", 1, 0.0, 9_000.0),
+            run("baseline", 32, 10.0, 100_000.0),
+            run("nodejs", 32, 20.0, 20_000.0),
+            run("nodejs", 256, 30.0, 20_000.0),
+            run("nodejs", 1, 40.0, 3_000.0),
+        ];
+        let bases: Vec<&LoadRow> = rows
+            .iter()
+            .filter(|row| row.language == "baseline")
+            .collect();
+        // After the last baseline run at its level: that run alone.
+        let after_last = reference_for(&bases, &rows[2]).expect("a reference");
+        assert_eq!(after_last.runs, vec![100_000.0]);
+        // No baseline at 256: the nearest level's (32).
+        let other_level = reference_for(&bases, &rows[3]).expect("a reference");
+        assert_eq!(other_level.runs, vec![100_000.0]);
+        assert_eq!(
+            reference_for(&bases, &rows[4]).expect("a reference").rps,
+            9_000.0
+        );
+        // A baseline row is its own reference, whatever ran around it.
+        assert_eq!(
+            reference_for(&bases, &rows[1]).expect("a reference").runs,
+            vec![100_000.0]
+        );
+        assert!(reference_for(&[], &rows[2]).is_none());
+    }
+
+    #[test]
+    fn results_without_start_times_keep_their_one_baseline_per_level() {
+        let rows = [
+            run("baseline", 32, 0.0, 100_000.0),
+            run("python", 32, 0.0, 20_000.0),
+        ];
+        let bases: Vec<&LoadRow> = rows
+            .iter()
+            .filter(|row| row.language == "baseline")
+            .collect();
+        let python = reference_for(&bases, &rows[1]).expect("a reference");
+        assert_eq!(python.runs, vec![100_000.0]);
+        assert!(
+            share_of_baseline(20_000.0, Some(&python)).starts_with("20000 req/s = 20.0% of 100000")
+        );
     }
 }
