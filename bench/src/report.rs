@@ -760,20 +760,25 @@ mod tests {
         row
     }
 
+    fn measured(rows: Vec<LoadRow>) -> Measurements {
+        Measurements {
+            rows,
+            ..Measurements::default()
+        }
+    }
+
     #[test]
     fn a_row_is_compared_with_the_baseline_runs_just_before_and_after_it() {
-        let rows = [
+        let measurements = measured(vec![
             run("baseline", 32, 0.0, 100_000.0),
             run("rust", 32, 10.0, 25_000.0),
             run("baseline", 32, 20.0, 80_000.0),
             run("wasm", 32, 30.0, 30_000.0),
             run("baseline", 32, 40.0, 120_000.0),
             run("baseline", 1, 50.0, 9_000.0),
-        ];
-        let bases: Vec<&LoadRow> = rows
-            .iter()
-            .filter(|row| row.language == "baseline")
-            .collect();
+        ]);
+        let rows = &measurements.rows;
+        let bases = baseline_runs(&measurements);
         let rust = reference_for(&bases, &rows[1]).expect("a reference");
         assert_eq!(rust.runs, vec![100_000.0, 80_000.0]);
         assert_eq!(rust.rps, 90_000.0);
@@ -785,17 +790,15 @@ mod tests {
 
     #[test]
     fn the_ends_of_a_run_and_other_levels_use_what_there_is() {
-        let rows = [
+        let measurements = measured(vec![
             run("baseline", 1, 0.0, 9_000.0),
             run("baseline", 32, 10.0, 100_000.0),
             run("nodejs", 32, 20.0, 20_000.0),
             run("nodejs", 256, 30.0, 20_000.0),
             run("nodejs", 1, 40.0, 3_000.0),
-        ];
-        let bases: Vec<&LoadRow> = rows
-            .iter()
-            .filter(|row| row.language == "baseline")
-            .collect();
+        ]);
+        let rows = &measurements.rows;
+        let bases = baseline_runs(&measurements);
         // After the last baseline run at its level: that run alone.
         let after_last = reference_for(&bases, &rows[2]).expect("a reference");
         assert_eq!(after_last.runs, vec![100_000.0]);
@@ -816,14 +819,12 @@ mod tests {
 
     #[test]
     fn results_without_start_times_keep_their_one_baseline_per_level() {
-        let rows = [
+        let measurements = measured(vec![
             run("baseline", 32, 0.0, 100_000.0),
             run("python", 32, 0.0, 20_000.0),
-        ];
-        let bases: Vec<&LoadRow> = rows
-            .iter()
-            .filter(|row| row.language == "baseline")
-            .collect();
+        ]);
+        let rows = &measurements.rows;
+        let bases = baseline_runs(&measurements);
         let python = reference_for(&bases, &rows[1]).expect("a reference");
         assert_eq!(python.runs, vec![100_000.0]);
         assert!(
