@@ -119,7 +119,9 @@ where
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(70)
-            .build_cartesian_2d((0..n).into_segmented(), 0.0..max)
+            // A segmented range has one segment per value at both ends:
+            // 0..n would leave an empty slot after the last bar.
+            .build_cartesian_2d((0..(n - 1).max(1)).into_segmented(), 0.0..max)
             .map_err(|error| anyhow!("{error}"))?;
         chart
             .configure_mesh()
