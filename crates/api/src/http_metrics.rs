@@ -129,6 +129,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Before the inner call: the gate does its authentication and rate
+        // limit synchronously in `call`, and that is part of the request.
+        let started = Instant::now();
         let route = request.extensions().get::<MatchedPath>().cloned();
         let method = method_label(request.method());
         Tracked {
@@ -136,7 +139,7 @@ where
             metrics: Arc::clone(&self.metrics),
             route,
             method,
-            started: Instant::now(),
+            started,
         }
     }
 }
