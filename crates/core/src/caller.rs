@@ -50,12 +50,7 @@ pub struct LanguageSet(u8);
 
 impl LanguageSet {
     fn bit(language: Language) -> u8 {
-        match language {
-            Language::Nodejs => 1,
-            Language::Python => 1 << 1,
-            Language::Rust => 1 << 2,
-            Language::Wasm => 1 << 3,
-        }
+        1 << language.index()
     }
 
     pub fn contains(&self, language: &Language) -> bool {

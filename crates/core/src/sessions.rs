@@ -101,7 +101,7 @@ pub struct Sessions {
 /// Registered when `Sessions` is built, which is after the recorder is
 /// installed (as the worker pools' metrics are).
 struct ExecutionMetrics {
-    /// In `Language::ALL` order.
+    /// By `Language::index`.
     by_language: [(metrics::Counter, metrics::Histogram); Language::ALL.len()],
 }
 
@@ -119,10 +119,7 @@ impl ExecutionMetrics {
 
     /// `failure` is the error code an execution failed with; `None` is `ok`.
     fn record(&self, language: Language, failure: Option<&'static str>, seconds: f64) {
-        let Some(index) = Language::ALL.iter().position(|known| *known == language) else {
-            return;
-        };
-        let (ok, duration) = &self.by_language[index];
+        let (ok, duration) = &self.by_language[language.index()];
         match failure {
             None => ok.increment(1),
             Some(code) => {

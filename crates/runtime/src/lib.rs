@@ -57,6 +57,16 @@ impl Language {
         Language::Wasm,
     ];
 
+    /// Its position in [`Language::ALL`], for tables indexed by language.
+    pub fn index(self) -> usize {
+        match self {
+            Language::Nodejs => 0,
+            Language::Python => 1,
+            Language::Rust => 2,
+            Language::Wasm => 3,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Language::Nodejs => "nodejs",
@@ -314,6 +324,18 @@ impl Runtimes {
     pub async fn shutdown(&self) {
         for runtime in self.by_language.values() {
             runtime.shutdown().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Language;
+
+    #[test]
+    fn a_language_index_is_its_position_in_all() {
+        for (position, language) in Language::ALL.into_iter().enumerate() {
+            assert_eq!(language.index(), position, "{language}");
         }
     }
 }
