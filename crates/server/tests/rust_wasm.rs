@@ -36,24 +36,26 @@ const WAT_ECHO: &str = r#"(module
 
 /// WAT_ECHO after a few milliseconds of work on every call: a module that
 /// keeps running, as one that earns its Cranelift compile does.
-const WAT_BUSY_ECHO: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 2)
-  (func (export "_start")
-    (local $n i32)
-    (local $spin i32)
+fn wat_busy_echo() -> String {
+    let locals = "    (local $n i32)\n";
+    let busy = WAT_ECHO.replacen(
+        locals,
+        &format!(
+            "{locals}    (local $spin i32)
     (local.set $spin (i32.const 4194304))
     (loop $busy
       (local.set $spin (i32.sub (local.get $spin) (i32.const 1)))
       (br_if $busy (local.get $spin)))
-    (i32.store (i32.const 0) (i32.const 1024))
-    (i32.store (i32.const 4) (i32.const 65536))
-    (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
-    (local.set $n (i32.load (i32.const 8)))
-    (i32.store (i32.const 16) (i32.const 1024))
-    (i32.store (i32.const 20) (local.get $n))
-    (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))"#;
+"
+        ),
+        1,
+    );
+    assert_ne!(
+        busy, WAT_ECHO,
+        "WAT_ECHO no longer declares its local as expected"
+    );
+    busy
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeded_rust_validator_runs_unchanged() {
@@ -287,7 +289,7 @@ async fn webassembly_modules_run_fresh_and_contained() {
 async fn a_new_webassembly_module_moves_to_cranelift_code_in_the_background() {
     let harness = Harness::start(Backend::Sqlite, &[]).await;
     let api = &harness.api;
-    let id = api.initialize_script("wasm-tiers", WAT_BUSY_ECHO).await;
+    let id = api.initialize_script("wasm-tiers", &wat_busy_echo()).await;
     let reply = api.execute(&id, json!({"tier": 1})).await;
     assert_eq!(
         reply.body["result"]["params"],
