@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::loadgen::{LoadResult, LoadSpec, Pick, RequestTemplate};
+use crate::loadgen::{LoadResult, LoadSpec, Pick, RequestTemplate, Scheduling};
 use crate::processes::{tree_identities, Guarded, ProcessIdentity};
 use crate::procfs;
 
@@ -156,6 +156,7 @@ pub struct Plan {
     pub n_idle_connections: usize,
     pub soak_ms: u64,
     pub soak_window_ms: u64,
+    pub loadgen_scheduling: Scheduling,
 }
 
 impl Plan {
@@ -172,6 +173,7 @@ impl Plan {
             n_idle_connections: 10_000,
             soak_ms: 60_000,
             soak_window_ms: 5_000,
+            loadgen_scheduling: Scheduling::default(),
         }
     }
 
@@ -188,6 +190,7 @@ impl Plan {
             n_idle_connections: 100,
             soak_ms: 3_000,
             soak_window_ms: 1_000,
+            loadgen_scheduling: Scheduling::default(),
         }
     }
 }
@@ -650,6 +653,7 @@ impl Harness {
             pace_ms: None,
             expect_status: 200,
             expect_body_contains: None,
+            scheduling: self.plan.loadgen_scheduling,
         }
     }
 

@@ -60,6 +60,10 @@ struct Cli {
     /// bench/results/partial.* instead of latest.*.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Scenario>,
+    /// The load generator's scheduling policy. `normal` measures as the
+    /// harness did before this option, for comparing with earlier results.
+    #[arg(long, value_enum, default_value_t)]
+    loadgen_scheduling: loadgen::Scheduling,
 }
 
 /// The scenarios, in the order a full run takes them.
@@ -244,6 +248,7 @@ fn run_harness(cli: &Cli) -> anyhow::Result<bool> {
     if let Some(seconds) = cli.soak_secs {
         plan.soak_ms = seconds.clamp(1, 3600) * 1000;
     }
+    plan.loadgen_scheduling = cli.loadgen_scheduling;
     let service_bin = locate_service(cli.service_bin.as_deref())?;
     if cli.service_bin.is_none() {
         warn_if_stale(&service_bin);

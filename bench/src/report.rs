@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::harness::{LoadRow, Measurements, Plan};
+use crate::loadgen::Scheduling;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -502,6 +503,15 @@ impl Report {
 
     /// How far the baseline's runs at the targets' connection count were
     /// apart: how much the machine drifted during the run.
+    /// The plan's load generator policy; results from before the plan
+    /// named it were measured under the normal one.
+    fn loadgen_scheduling(&self) -> Scheduling {
+        self.plan
+            .get("loadgen_scheduling")
+            .and_then(|value| Scheduling::deserialize(value).ok())
+            .unwrap_or(Scheduling::Normal)
+    }
+
     fn baseline_spread(&self, out: &mut String) {
         let runs = baseline_runs(&self.measurements);
         let Some(level) = runs
@@ -546,7 +556,7 @@ impl Report {
             "Run {} on {} CPUs ({}), {:.0} s. Service: release binary against PostgreSQL, request logging ON, JWT auth ON, \
              rate limits raised, default worker pools. Every execute sends `X-Cache-Control: no-cache` (the result cache \
              is bypassed), except in the `{}` row, where the cache answers: the platform's \
-             path without a runtime, the ceiling of every language's row. Load: `lambda-bench loadgen`, closed loop over HTTP/1.1 keep-alive on 127.0.0.1, same machine. \
+             path without a runtime, the ceiling of every language's row. Load: `lambda-bench loadgen` under {}, closed loop over HTTP/1.1 keep-alive on 127.0.0.1, same machine. \
              `×base` is the ratio to the in-process axum baseline at the same connection count in this run, \
              averaged over its runs just before and just after the row (throughput: higher is better; latency, CPU, \
              RSS: lower is better).\n",
@@ -554,7 +564,8 @@ impl Report {
             self.machine.cpus,
             self.machine.kernel,
             self.duration_s,
-            crate::harness::CACHED_SCENARIO
+            crate::harness::CACHED_SCENARIO,
+            self.loadgen_scheduling().describe()
         );
         out.push_str("## Runtimes\n\n| language | /health | this run |\n|---|---|---|\n");
         for language in crate::harness::LANGUAGES {
@@ -830,5 +841,42 @@ mod tests {
         assert!(
             share_of_baseline(20_000.0, Some(&python)).starts_with("20000 req/s = 20.0% of 100000")
         );
+    }
+
+    fn report_with_plan(plan: serde_json::Value) -> Report {
+        Report {
+            mode: "full".into(),
+            started_at: "2026-12-06T00:00:00Z".into(),
+            duration_s: 1.0,
+            machine: Machine {
+                cpus: 2,
+                kernel: "Linux".into(),
+                service_bin: "lambda-microservice".into(),
+            },
+            plan,
+            measurements: Measurements::default(),
+            targets: Vec::new(),
+            soak: None,
+        }
+    }
+
+    #[test]
+    fn the_report_names_the_load_generators_scheduling_policy() {
+        let plan = serde_json::to_value(Plan::full()).expect("a plan");
+        let now = report_with_plan(plan.clone());
+        assert_eq!(now.loadgen_scheduling(), Scheduling::Batch);
+        assert!(now.markdown().contains("under SCHED_BATCH"));
+        // Results written before the plan named a policy were measured
+        // under the normal one, and render so.
+        let mut older = plan;
+        older
+            .as_object_mut()
+            .expect("a plan object")
+            .remove("loadgen_scheduling");
+        let before = report_with_plan(older);
+        assert_eq!(before.loadgen_scheduling(), Scheduling::Normal);
+        assert!(before
+            .markdown()
+            .contains("under the normal scheduling policy"));
     }
 }
