@@ -501,8 +501,6 @@ impl Report {
         }
     }
 
-    /// How far the baseline's runs at the targets' connection count were
-    /// apart: how much the machine drifted during the run.
     /// The plan's load generator policy; results from before the plan
     /// named it were measured under the normal one.
     fn loadgen_scheduling(&self) -> Scheduling {
@@ -512,6 +510,8 @@ impl Report {
             .unwrap_or(Scheduling::Normal)
     }
 
+    /// How far the baseline's runs at the targets' connection count were
+    /// apart: how much the machine drifted during the run.
     fn baseline_spread(&self, out: &mut String) {
         let runs = baseline_runs(&self.measurements);
         let Some(level) = runs
