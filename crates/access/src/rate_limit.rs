@@ -260,12 +260,16 @@ impl std::fmt::Debug for RateLimiter {
     }
 }
 
+/// A span in nanoseconds, as the counters keep it; 584 years and more
+/// (never reached) count as the most a `u64` holds.
+fn saturating_nanos(span: Duration) -> u64 {
+    u64::try_from(span.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl RateLimiter {
     /// A limiter with `config`; its clock starts now.
     pub fn new(config: RateLimitConfig) -> Self {
-        let window_ns = u64::try_from(config.window.as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let window_ns = saturating_nanos(config.window).max(1);
         Self {
             max_keys_per_shard: (config.max_keys / N_SHARDS).max(1),
             config,
@@ -296,7 +300,7 @@ impl RateLimiter {
     }
 
     fn nanos_since_epoch(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        saturating_nanos(now.saturating_duration_since(self.epoch))
     }
 
     /// Counts one request of `class` by `key` at `now` and says whether it

@@ -266,6 +266,12 @@ struct Baseline {
     tier_up_queued: AtomicBool,
 }
 
+/// A span in nanoseconds, as [`Baseline`] keeps them; 584 years and more
+/// (never reached) count as the most a `u64` holds.
+fn saturating_nanos(span: Duration) -> u64 {
+    u64::try_from(span.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl Baseline {
     /// Counts one execute's time on Winch's code; true once the module has
     /// run for as long as its compile took. Cranelift's compile costs
@@ -276,7 +282,7 @@ impl Baseline {
     /// in three interleaved pairs of harness runs: 3.27 to 4.15 ms against
     /// 3.19 to 3.29 without it).
     fn ran(&self, elapsed: Duration) -> bool {
-        let elapsed = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let elapsed = saturating_nanos(elapsed);
         let total = self
             .run_nanos
             .fetch_add(elapsed, Ordering::Relaxed)
@@ -748,8 +754,7 @@ impl WasmEngine {
                         baseline: Some(Baseline {
                             key,
                             bytes,
-                            compile_nanos: u64::try_from(started.elapsed().as_nanos())
-                                .unwrap_or(u64::MAX),
+                            compile_nanos: saturating_nanos(started.elapsed()),
                             run_nanos: AtomicU64::new(0),
                             tier_up_queued: AtomicBool::new(false),
                         }),
