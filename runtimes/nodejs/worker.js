@@ -553,9 +553,9 @@ function dispatch(payload) {
       }
       // Answered at once: the execute path was warmed while blank. Running
       // the stand-ins again after a load (as this worker once did) made
-      // every new script's initialize 0.6-0.9 ms slower, for first and
-      // second executes 0.1-0.15 ms faster (harness medians): a new
-      // script's initialize plus its first execute is faster without.
+      // every new script's initialize 0.5-0.8 ms slower, for first and
+      // second executes 0.1-0.2 ms faster (medians): a new script's
+      // initialize plus its first execute is faster without.
       send(load(msg));
       return;
     }
