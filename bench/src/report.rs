@@ -843,39 +843,32 @@ mod tests {
         );
     }
 
-    fn report_with_plan(plan: serde_json::Value) -> Report {
-        Report {
-            mode: "full".into(),
-            started_at: "2026-12-06T00:00:00Z".into(),
-            duration_s: 1.0,
-            machine: Machine {
-                cpus: 2,
-                kernel: "Linux".into(),
-                service_bin: "lambda-microservice".into(),
-            },
-            plan,
-            measurements: Measurements::default(),
-            targets: Vec::new(),
-            soak: None,
-        }
-    }
-
     #[test]
     fn the_report_names_the_load_generators_scheduling_policy() {
-        let plan = serde_json::to_value(Plan::full()).expect("a plan");
-        let now = report_with_plan(plan.clone());
-        assert_eq!(now.loadgen_scheduling(), Scheduling::Batch);
-        assert!(now.markdown().contains("under SCHED_BATCH"));
+        let machine = Machine {
+            cpus: 2,
+            kernel: "Linux".into(),
+            service_bin: "lambda-microservice".into(),
+        };
+        let mut report = Report::build(
+            "full",
+            "2026-12-06T00:00:00Z".into(),
+            1.0,
+            machine,
+            &Plan::full(),
+            Measurements::default(),
+        );
+        assert_eq!(report.loadgen_scheduling(), Scheduling::Batch);
+        assert!(report.markdown().contains("under SCHED_BATCH"));
         // Results written before the plan named a policy were measured
         // under the normal one, and render so.
-        let mut older = plan;
-        older
+        report
+            .plan
             .as_object_mut()
             .expect("a plan object")
             .remove("loadgen_scheduling");
-        let before = report_with_plan(older);
-        assert_eq!(before.loadgen_scheduling(), Scheduling::Normal);
-        assert!(before
+        assert_eq!(report.loadgen_scheduling(), Scheduling::Normal);
+        assert!(report
             .markdown()
             .contains("under the normal scheduling policy"));
     }
