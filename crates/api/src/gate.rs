@@ -343,7 +343,7 @@ fn request_log(
     };
     let request_payload = params.map(|mut params| {
         mask_secrets(&mut params);
-        // Moved in: `json!` would serialize a deep copy of the params (2% of
+        // Moved in: `json!` would serialize a deep copy of the params (about 3% of
         // the service's CPU on a result-cache hit) and then drop both.
         let mut payload = serde_json::Map::new();
         payload.insert("params".to_owned(), params);
