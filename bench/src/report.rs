@@ -415,16 +415,22 @@ fn targets(
         .iter()
         .filter(|row| row.language != "baseline")
         .max_by_key(|row| row.peak_rss_bytes);
-    let peak_rss = peak.map(|row| row.peak_rss_bytes).unwrap_or(0);
+    // A run of only some scenarios (`--only first`) may put the service
+    // under no load at all: that is no measurement, not a pass at 0 MiB.
     checks.push(TargetCheck {
         target: "service RSS under load <= 256 MiB (excluding workers)".into(),
-        measured: format!(
-            "peak {:.1} MiB ({})",
-            peak_rss as f64 / MIB,
-            peak.map(|row| format!("{}, c={}", row.scenario, row.connections))
-                .unwrap_or_default()
+        measured: peak.map_or_else(
+            || "not measured".into(),
+            |row| {
+                format!(
+                    "peak {:.1} MiB ({}, c={})",
+                    row.peak_rss_bytes as f64 / MIB,
+                    row.scenario,
+                    row.connections
+                )
+            },
         ),
-        pass: Some(peak_rss as f64 <= 256.0 * MIB),
+        pass: peak.map(|row| row.peak_rss_bytes as f64 <= 256.0 * MIB),
     });
     if let Some(soak) = soak {
         checks.push(TargetCheck {
@@ -871,5 +877,25 @@ mod tests {
         assert!(report
             .markdown()
             .contains("under the normal scheduling policy"));
+    }
+
+    #[test]
+    fn service_rss_is_judged_only_when_the_service_ran_under_load() {
+        let rss_check = |rows: Vec<LoadRow>| {
+            targets(&measured(rows), &Plan::full(), None)
+                .into_iter()
+                .find(|check| check.target.starts_with("service RSS"))
+                .expect("an RSS check")
+        };
+        let unmeasured = rss_check(vec![run("baseline", 32, 0.0, 100_000.0)]);
+        assert_eq!(unmeasured.pass, None);
+        assert_eq!(unmeasured.measured, "not measured");
+
+        let mut heavy = run("wasm", 32, 10.0, 30_000.0);
+        heavy.scenario = "warm execute".into();
+        heavy.peak_rss_bytes = 300 * 1024 * 1024;
+        let over = rss_check(vec![run("baseline", 32, 0.0, 100_000.0), heavy]);
+        assert_eq!(over.pass, Some(false));
+        assert_eq!(over.measured, "peak 300.0 MiB (warm execute, c=32)");
     }
 }
